@@ -1,0 +1,91 @@
+//! Running closures inside a host: a pool of threads that entered the host's namespaces
+//! once and then run one closure at a time. A round trip costs two channel handoffs, not
+//! a thread start and three `setns` calls.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+
+use crate::error::{Error, Result};
+use crate::host::lock;
+use crate::ns::{enter_on_this_thread, NamespaceFds};
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Idle workers of one host.
+#[derive(Default)]
+pub(crate) struct WorkerPool {
+    idle: Mutex<Vec<Worker>>,
+}
+
+struct Worker {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl WorkerPool {
+    /// Runs `f` on a worker inside `namespaces`, blocking until it returns or panics.
+    pub(crate) fn run<F, T>(
+        &self,
+        host: &str,
+        namespaces: &Arc<NamespaceFds>,
+        f: F,
+    ) -> Result<thread::Result<T>>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        let worker = match lock(&self.idle).pop() {
+            Some(worker) => worker,
+            None => Worker::start(host, namespaces.clone())?,
+        };
+        let (done, outcome) = mpsc::sync_channel::<thread::Result<T>>(1);
+        let job: Box<dyn FnOnce() + Send + '_> = Box::new(move || {
+            let _ = done.send(catch_unwind(AssertUnwindSafe(f)));
+        });
+        // SAFETY: the job may borrow from our caller, so it must not outlive this call. We
+        // block on `outcome` until the job has sent its result or been dropped (which drops
+        // `done`): either way, nothing of `f` is used after `recv` returns.
+        let job: Job = unsafe { std::mem::transmute::<Box<dyn FnOnce() + Send + '_>, Job>(job) };
+        if worker.jobs.send(job).is_err() {
+            return Err(Error::protocol(host, "an exec worker thread vanished"));
+        }
+        match outcome.recv() {
+            Ok(result) => {
+                lock(&self.idle).push(worker);
+                Ok(result)
+            }
+            Err(_) => Err(Error::protocol(host, "an exec worker thread vanished")),
+        }
+    }
+
+    /// Lets every idle worker exit (the host is gone).
+    pub(crate) fn clear(&self) {
+        lock(&self.idle).clear();
+    }
+}
+
+impl Worker {
+    fn start(host: &str, namespaces: Arc<NamespaceFds>) -> Result<Worker> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (ready, entered) = mpsc::sync_channel(1);
+        thread::Builder::new()
+            .name(format!("dojjail:{host}"))
+            .spawn(move || {
+                let result = enter_on_this_thread(&namespaces);
+                drop(namespaces);
+                let ok = result.is_ok();
+                let _ = ready.send(result);
+                if ok {
+                    for job in queue {
+                        job();
+                    }
+                }
+            })
+            .map_err(|e| Error::os(host, "starting an exec thread", e))?;
+        match entered.recv() {
+            Ok(Ok(())) => Ok(Worker { jobs }),
+            Ok(Err(e)) => Err(Error::os(host, "setns into the host's namespaces", e)),
+            Err(_) => Err(Error::protocol(host, "an exec worker thread vanished")),
+        }
+    }
+}

@@ -1,0 +1,611 @@
+//! [`Host`]: an isolated machine made of Linux namespaces, with an init of its own.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::process::Output;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::exec::WorkerPool;
+use crate::ns::{self, NamespaceFds, Namespaces};
+use crate::process::channel::Channel;
+use crate::process::command::HostCommand;
+use crate::process::dispatch::{
+    panic_message, ARGS_ENV, ENTRYPOINT_ENV, ROLE_ENTRYPOINT, ROLE_ENV,
+};
+use crate::process::message::{
+    EntrypointOutcome, InitConfig, InitReport, Program, Request, SpawnReply, SpawnRequest,
+};
+use crate::process::registry::{self, Entrypoint};
+use crate::process::spawn::{self, StartedInit};
+
+/// The longest hostname Linux accepts (HOST_NAME_MAX).
+const MAX_NAME_LEN: usize = 64;
+
+/// An isolated host: its own user, mount, cgroup, uts, ipc, pid and net namespaces (by
+/// default), an init process as pid 1, and optionally an [entrypoint](Host::entrypoint) as
+/// its main process.
+///
+/// `Host` is a cheap handle: clones share the same host, and it may be used from several
+/// threads at once. When the last handle is dropped the host is killed, unless it is
+/// [persistent](Host::persistent); it also dies with the process that started it.
+///
+/// ```no_run
+/// # fn main() -> dojjail_core::Result<()> {
+/// use dojjail_core::Host;
+///
+/// let host = Host::new("host-1");
+/// host.run()?;
+/// assert_eq!(host.exec(|| 1 + 1)?, 2);
+/// let output = host.exec_shell("hostname")?;
+/// assert_eq!(output.stdout, b"host-1\n");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<HostInner>,
+}
+
+struct HostInner {
+    name: String,
+    config: Mutex<Config>,
+    state: Mutex<State>,
+    main: Mutex<MainSlot>,
+    workers: WorkerPool,
+}
+
+#[derive(Clone)]
+struct Config {
+    namespaces: Namespaces,
+    persistent: bool,
+    entrypoint: Option<EntrypointCall>,
+}
+
+#[derive(Clone)]
+struct EntrypointCall {
+    name: String,
+    /// The encoded arguments, or why they could not be encoded.
+    args: std::result::Result<String, String>,
+}
+
+enum State {
+    Created,
+    Running(Arc<Running>),
+    Stopped { reason: String },
+}
+
+/// The entrypoint's result, until `wait` takes it.
+enum MainSlot {
+    None,
+    Pending { reply: Channel, result: File },
+    Taken,
+}
+
+/// A running host's init and the handles on its namespaces.
+#[derive(Debug)]
+pub(crate) struct Running {
+    pid: i32,
+    pidfd: OwnedFd,
+    control: Channel,
+    pub(crate) namespaces: Arc<NamespaceFds>,
+}
+
+impl Host {
+    /// A host named `name`, not yet running. The name becomes its hostname; it must be 1
+    /// to 64 bytes without NUL or `/` (checked by [`Host::run`]).
+    pub fn new(name: impl Into<String>) -> Self {
+        Host {
+            inner: Arc::new(HostInner {
+                name: name.into(),
+                config: Mutex::new(Config {
+                    namespaces: Namespaces::ALL,
+                    persistent: false,
+                    entrypoint: None,
+                }),
+                state: Mutex::new(State::Created),
+                main: Mutex::new(MainSlot::None),
+                workers: WorkerPool::default(),
+            }),
+        }
+    }
+
+    /// Which namespaces the host gets of its own (default: [`Namespaces::ALL`]). Takes
+    /// effect at [`Host::run`].
+    pub fn namespaces(self, namespaces: Namespaces) -> Self {
+        lock(&self.inner.config).namespaces = namespaces;
+        self
+    }
+
+    /// A persistent host outlives the process that started it and the drop of its last
+    /// handle; only [`Host::kill`] (or its entrypoint returning) ends it.
+    pub fn persistent(self, persistent: bool) -> Self {
+        lock(&self.inner.config).persistent = persistent;
+        self
+    }
+
+    /// Makes a `#[dojjail::host]` function without arguments the host's main process. The
+    /// host stops when it returns; [`Host::wait`] gives its value.
+    ///
+    /// ```ignore
+    /// #[dojjail::host]
+    /// fn answer() -> u32 {
+    ///     42
+    /// }
+    ///
+    /// # fn main() -> dojjail::Result<()> {
+    /// let host = dojjail::Host::new("calc").entrypoint(answer);
+    /// host.run()?;
+    /// assert_eq!(host.wait::<u32>()?, 42);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn entrypoint<E: Entrypoint<Args = ()>>(self, entrypoint: E) -> Self {
+        self.entrypoint_with(entrypoint, ())
+    }
+
+    /// Like [`Host::entrypoint`], for a function that takes arguments (as a tuple).
+    pub fn entrypoint_with<E: Entrypoint>(self, _entrypoint: E, args: E::Args) -> Self {
+        self.entrypoint_named(E::NAME, &args)
+    }
+
+    /// Makes the entrypoint registered under `name` the host's main process, with `args`
+    /// encoded as JSON. An unknown name is reported by [`Host::run`].
+    pub fn entrypoint_named(self, name: &str, args: &impl Serialize) -> Self {
+        let args = serde_json::to_string(args).map_err(|e| e.to_string());
+        lock(&self.inner.config).entrypoint = Some(EntrypointCall {
+            name: name.to_owned(),
+            args,
+        });
+        self
+    }
+
+    /// The host's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The pid of the host's init as seen from this process, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        match &*lock(&self.inner.state) {
+            State::Running(running) => Some(running.pid as u32),
+            _ => None,
+        }
+    }
+
+    /// Whether the host is running now.
+    pub fn is_running(&self) -> bool {
+        self.running().is_ok()
+    }
+
+    /// Starts the host; does nothing if it is already running.
+    ///
+    /// Afterwards its hostname is its name, uid 0 inside is `root`, `lo` is up, and it has
+    /// its own `/proc` and `/tmp`. Fails with a typed error, leaving nothing behind, when
+    /// the name is invalid, the entrypoint is not registered, or the machine does not
+    /// allow namespaces.
+    pub fn run(&self) -> Result<()> {
+        let mut state = lock(&self.inner.state);
+        match &*state {
+            State::Running(_) => return Ok(()),
+            State::Stopped { reason } => return Err(self.stopped(reason)),
+            State::Created => {}
+        }
+        validate_name(&self.inner.name)?;
+        let config = lock(&self.inner.config).clone();
+        let entrypoint = match &config.entrypoint {
+            Some(call) => Some(self.check_entrypoint(call)?),
+            None => None,
+        };
+        ns::ensure_privileged()?;
+        let running = self.start(&config)?;
+        if let Some((name, args)) = entrypoint {
+            if let Err(error) = self.start_main(&running, name, args) {
+                running.kill();
+                return Err(error);
+            }
+        }
+        *state = State::Running(Arc::new(running));
+        Ok(())
+    }
+
+    fn check_entrypoint(&self, call: &EntrypointCall) -> Result<(String, String)> {
+        if registry::find(&call.name).is_none() {
+            return Err(Error::UnknownEntrypoint {
+                name: call.name.clone(),
+                known: registry::known_names(),
+            });
+        }
+        match &call.args {
+            Ok(args) => Ok((call.name.clone(), args.clone())),
+            Err(message) => Err(Error::Json {
+                host: self.inner.name.clone(),
+                what: "the entrypoint's arguments",
+                source: serde::ser::Error::custom(message),
+            }),
+        }
+    }
+
+    /// Clones the init, maps its ids, configures it, and waits until it is ready.
+    fn start(&self, config: &Config) -> Result<Running> {
+        let name = &self.inner.name;
+        let namespaces = config.namespaces;
+        let StartedInit {
+            pid,
+            pidfd,
+            control,
+        } = spawn::clone_init(namespaces, config.persistent)
+            .map_err(|e| Error::os(name, "clone3 of the host's init", e))?;
+        let running = Running {
+            pid,
+            pidfd,
+            control,
+            namespaces: Arc::new(NamespaceFds::empty()),
+        };
+        match self.configure(&running, config) {
+            Ok(fds) => Ok(Running {
+                namespaces: Arc::new(fds),
+                ..running
+            }),
+            Err(error) => {
+                running.kill();
+                Err(error)
+            }
+        }
+    }
+
+    fn configure(&self, running: &Running, config: &Config) -> Result<NamespaceFds> {
+        let name = &self.inner.name;
+        let ns = config.namespaces;
+        if ns.contains(Namespaces::USER) {
+            spawn::write_id_maps(running.pid)
+                .map_err(|e| Error::os(name, "writing the host's uid/gid maps", e))?;
+        }
+        let lost = |e: std::io::Error| Error::protocol(name, e.to_string());
+        running.control.send_bytes(&[1], &[]).map_err(lost)?;
+        let init_config = InitConfig {
+            name: name.clone(),
+            set_hostname: ns.contains(Namespaces::UTS),
+            private_mounts: ns.contains(Namespaces::MOUNT),
+            mount_proc: ns.contains(Namespaces::MOUNT | Namespaces::PID),
+            loopback_up: ns.contains(Namespaces::NET),
+            persistent: config.persistent,
+        };
+        running.control.send(&init_config, &[]).map_err(lost)?;
+        match running.control.recv::<InitReport>().map_err(lost)? {
+            Some((InitReport::Ready, _)) => {}
+            Some((InitReport::Failed { step, errno }, _)) => {
+                return Err(Error::Setup {
+                    host: name.clone(),
+                    step,
+                    source: std::io::Error::from_raw_os_error(errno),
+                });
+            }
+            None => {
+                return Err(Error::protocol(
+                    name,
+                    format!("the init exited during setup ({})", running.wait_exit()),
+                ));
+            }
+        }
+        NamespaceFds::open(running.pid, ns)
+            .map_err(|e| Error::os(name, "opening the host's namespaces", e))
+    }
+
+    /// Starts the entrypoint as the host's main process, its result going to a memfd.
+    fn start_main(&self, running: &Running, entrypoint: String, args: String) -> Result<()> {
+        let name = &self.inner.name;
+        let result = nix::sys::memfd::memfd_create(
+            c"dojjail-entrypoint-result",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+        )
+        .map_err(|e| Error::os(name, "memfd_create for the entrypoint's result", e))?;
+        let result = File::from(result);
+        let argv0 = std::env::args_os()
+            .next()
+            .unwrap_or_else(|| "dojjail".into());
+        let env = spawn::environment_with(&[
+            (ROLE_ENV, ROLE_ENTRYPOINT.into()),
+            (ENTRYPOINT_ENV, entrypoint.into()),
+            (ARGS_ENV, args.into()),
+        ]);
+        let request = SpawnRequest {
+            program: Program::CurrentExe,
+            argv: vec![argv0.into_encoded_bytes()],
+            env: Some(env),
+            cwd: None,
+            extra_fds: 1,
+            main: true,
+        };
+        let null = File::open("/dev/null").map_err(|e| Error::os(name, "open /dev/null", e))?;
+        let stdout = std::io::stdout();
+        let stderr = std::io::stderr();
+        let fds = [null.as_fd(), stdout.as_fd(), stderr.as_fd(), result.as_fd()];
+        let (_pid, reply) = running.spawn(name, request, &fds, "the entrypoint")?;
+        *lock(&self.inner.main) = MainSlot::Pending { reply, result };
+        Ok(())
+    }
+
+    /// Runs `f` inside the host and returns its value.
+    ///
+    /// `f` runs on a thread of this process that has entered the host's network, uts and
+    /// mount namespaces: it sees the host's interfaces, hostname and files, may borrow from
+    /// the caller, and a tokio runtime built inside it does its networking in the host.
+    /// A panic in `f` comes back as [`Error::ExecPanicked`]; the host stays usable.
+    pub fn exec<F, T>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        let running = self.running()?;
+        match self
+            .inner
+            .workers
+            .run(&self.inner.name, &running.namespaces, f)?
+        {
+            Ok(value) => Ok(value),
+            Err(panic) => Err(Error::ExecPanicked {
+                host: self.inner.name.clone(),
+                message: panic_message(&*panic),
+            }),
+        }
+    }
+
+    /// A command that runs `program` as a process inside all of the host's namespaces,
+    /// pid included, as the host's root.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> HostCommand {
+        HostCommand::new(self.clone(), program.as_ref())
+    }
+
+    /// Runs `command` with `/bin/sh -c` inside the host and collects its output.
+    pub fn exec_shell(&self, command: impl AsRef<OsStr>) -> Result<Output> {
+        self.command("/bin/sh").arg("-c").arg(command).output()
+    }
+
+    /// Waits for the host's entrypoint to return and gives its value, decoded as `T`.
+    ///
+    /// Errors: the host has no entrypoint, its value was already taken by an earlier
+    /// `wait`, the entrypoint panicked or was killed, or the value is not a `T`.
+    pub fn wait<T: DeserializeOwned>(&self) -> Result<T> {
+        let name = &self.inner.name;
+        if let State::Created = &*lock(&self.inner.state) {
+            return Err(Error::NotRunning { host: name.clone() });
+        }
+        let slot = std::mem::replace(&mut *lock(&self.inner.main), MainSlot::Taken);
+        let (reply, mut result) = match slot {
+            MainSlot::Pending { reply, result } => (reply, result),
+            MainSlot::None => {
+                *lock(&self.inner.main) = MainSlot::None;
+                return Err(Error::NothingToWait {
+                    host: name.clone(),
+                    reason: "it has no entrypoint; give it one with Host::entrypoint",
+                });
+            }
+            MainSlot::Taken => {
+                return Err(Error::NothingToWait {
+                    host: name.clone(),
+                    reason: "its entrypoint's result was already taken by an earlier wait",
+                });
+            }
+        };
+        let status = match reply.recv::<SpawnReply>() {
+            Ok(Some((SpawnReply::Exited { status }, _))) => describe_status(status),
+            _ => "the host was killed".to_owned(),
+        };
+        let mut bytes = Vec::new();
+        result
+            .rewind()
+            .and_then(|()| result.read_to_end(&mut bytes))
+            .map_err(|e| Error::os(name, "reading the entrypoint's result", e))?;
+        if bytes.is_empty() {
+            return Err(Error::EntrypointFailed {
+                host: name.clone(),
+                status,
+            });
+        }
+        let json = |what, source| Error::Json {
+            host: name.clone(),
+            what,
+            source,
+        };
+        let outcome: EntrypointOutcome =
+            serde_json::from_slice(&bytes).map_err(|e| json("the entrypoint's outcome", e))?;
+        match outcome {
+            EntrypointOutcome::Returned(value) => {
+                serde_json::from_value(value).map_err(|e| json("the entrypoint's return value", e))
+            }
+            EntrypointOutcome::Panicked(message) => Err(Error::EntrypointPanicked {
+                host: name.clone(),
+                message,
+            }),
+            EntrypointOutcome::BadArguments(message) => Err(Error::Json {
+                host: name.clone(),
+                what: "the entrypoint's arguments",
+                source: serde::de::Error::custom(message),
+            }),
+        }
+    }
+
+    /// Kills the host and everything in it, and waits until they are gone. Killing a host
+    /// that is not running does nothing.
+    pub fn kill(&self) -> Result<()> {
+        let mut state = lock(&self.inner.state);
+        if let State::Running(running) = &*state {
+            running.kill();
+            *state = State::Stopped {
+                reason: "killed".into(),
+            };
+            self.inner.workers.clear();
+        }
+        Ok(())
+    }
+
+    /// The running host, or why it is not running.
+    pub(crate) fn running(&self) -> Result<Arc<Running>> {
+        let mut state = lock(&self.inner.state);
+        match &*state {
+            State::Created => Err(Error::NotRunning {
+                host: self.inner.name.clone(),
+            }),
+            State::Stopped { reason } => Err(self.stopped(reason)),
+            State::Running(running) => match running.exit_status() {
+                None => Ok(running.clone()),
+                Some(reason) => {
+                    let error = self.stopped(&reason);
+                    *state = State::Stopped { reason };
+                    self.inner.workers.clear();
+                    Err(error)
+                }
+            },
+        }
+    }
+
+    fn stopped(&self, reason: &str) -> Error {
+        Error::Stopped {
+            host: self.inner.name.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Host")
+            .field("name", &self.inner.name)
+            .field("pid", &self.pid())
+            .finish()
+    }
+}
+
+impl Drop for HostInner {
+    fn drop(&mut self) {
+        let persistent = lock(&self.config).persistent;
+        if let State::Running(running) = &*lock(&self.state) {
+            if !persistent {
+                running.kill();
+            }
+        }
+    }
+}
+
+impl Running {
+    /// Starts a process through the init. `fds` are stdin, stdout, stderr and extras.
+    pub(crate) fn spawn(
+        &self,
+        host: &str,
+        request: SpawnRequest,
+        fds: &[BorrowedFd<'_>],
+        what: &str,
+    ) -> Result<(i32, Channel)> {
+        let lost = |e: std::io::Error| Error::protocol(host, e.to_string());
+        let (ours, theirs) = Channel::pair().map_err(|e| Error::os(host, "socketpair", e))?;
+        let theirs = theirs.into_fd();
+        let mut all = Vec::with_capacity(fds.len() + 1);
+        all.push(theirs.as_fd());
+        all.extend_from_slice(fds);
+        self.control
+            .send(&Request::Spawn(request), &all)
+            .map_err(lost)?;
+        drop(theirs);
+        match ours.recv::<SpawnReply>().map_err(lost)? {
+            Some((SpawnReply::Spawned { pid }, _)) => Ok((pid, ours)),
+            Some((SpawnReply::Failed { errno }, _)) => Err(Error::Spawn {
+                host: host.to_owned(),
+                program: what.to_owned(),
+                source: std::io::Error::from_raw_os_error(errno),
+            }),
+            Some((SpawnReply::Exited { .. }, _)) | None => Err(Error::Stopped {
+                host: host.to_owned(),
+                reason: "its init went away".into(),
+            }),
+        }
+    }
+
+    /// Asks the init to signal one of its children.
+    pub(crate) fn signal(&self, pid: i32, signal: i32) -> std::io::Result<()> {
+        self.control.send(&Request::Signal { pid, signal }, &[])
+    }
+
+    /// SIGKILLs the init (the kernel then kills the whole pid namespace) and reaps it.
+    fn kill(&self) {
+        // SAFETY: pidfd_send_signal on a pidfd we own; no memory is passed.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+        let _ = self.wait_exit();
+    }
+
+    /// Blocks until the init has exited and describes how.
+    fn wait_exit(&self) -> String {
+        loop {
+            match waitid(Id::PIDFd(self.pidfd.as_fd()), WaitPidFlag::WEXITED) {
+                Err(nix::Error::EINTR) => continue,
+                Ok(status) => return describe_wait(status),
+                Err(_) => return "already reaped".into(),
+            }
+        }
+    }
+
+    /// `None` while the init runs; how it ended otherwise (reaping it).
+    fn exit_status(&self) -> Option<String> {
+        match waitid(
+            Id::PIDFd(self.pidfd.as_fd()),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+        ) {
+            Ok(WaitStatus::StillAlive) => None,
+            Ok(status) => Some(describe_wait(status)),
+            Err(_) => Some("its init was reaped".into()),
+        }
+    }
+}
+
+fn describe_wait(status: WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, 0) => "its main process ended".into(),
+        WaitStatus::Exited(_, code) => format!("its init exited with status {code}"),
+        WaitStatus::Signaled(_, signal, _) => format!("its init was killed by {signal}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Describes a raw wait status.
+pub(crate) fn describe_status(status: i32) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    std::process::ExitStatus::from_raw(status).to_string()
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > MAX_NAME_LEN {
+        "it is longer than 64 bytes"
+    } else if name.contains('\0') {
+        "it contains a NUL byte"
+    } else if name.contains('/') {
+        "it contains '/'"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidHostName {
+        name: name.to_owned(),
+        reason,
+    })
+}
+
+/// Locks a mutex, ignoring poisoning: every critical section leaves the data consistent.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,10 @@
+//! Linux namespaces: which ones a host gets, how the controlling process gains the right to
+//! create them, and how a thread enters a host's.
+
+mod controller;
+mod enter;
+mod flags;
+
+pub(crate) use controller::{become_namespace_root, ensure_privileged};
+pub(crate) use enter::{enter_on_this_thread, NamespaceFds};
+pub use flags::Namespaces;

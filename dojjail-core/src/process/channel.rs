@@ -1,0 +1,125 @@
+//! A typed channel between the controlling process and a host's init: one serde_json
+//! message per SOCK_SEQPACKET datagram, with file descriptors riding along as SCM_RIGHTS.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// The largest message either side sends (spawn requests carry argv and environment).
+const MAX_MESSAGE: usize = 256 << 10;
+/// The most descriptors one message carries.
+const MAX_FDS: usize = 8;
+
+/// One end of a message channel.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    fd: OwnedFd,
+}
+
+impl Channel {
+    /// A connected pair, both ends close-on-exec.
+    pub(crate) fn pair() -> io::Result<(Channel, Channel)> {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        Ok((Channel { fd: a }, Channel { fd: b }))
+    }
+
+    pub(crate) fn from_fd(fd: OwnedFd) -> Self {
+        Channel { fd }
+    }
+
+    pub(crate) fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub(crate) fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
+    /// Sends one message with `fds` attached.
+    pub(crate) fn send<T: Serialize>(&self, message: &T, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        let bytes = serde_json::to_vec(message).map_err(io::Error::other)?;
+        self.send_bytes(&bytes, fds)
+    }
+
+    pub(crate) fn send_bytes(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+        let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() {
+            &[]
+        } else {
+            &[ControlMessage::ScmRights(&raw)]
+        };
+        loop {
+            match sendmsg::<()>(
+                self.fd.as_raw_fd(),
+                &[IoSlice::new(bytes)],
+                cmsgs,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(_) => return Ok(()),
+            }
+        }
+    }
+
+    /// Receives one message and the descriptors that came with it; `None` when the other
+    /// end has closed.
+    pub(crate) fn recv<T: DeserializeOwned>(&self) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let Some((len, fds)) = self.recv_bytes(&mut buf)? else {
+            return Ok(None);
+        };
+        let message = serde_json::from_slice(&buf[..len])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(Some((message, fds)))
+    }
+
+    pub(crate) fn recv_bytes(&self, buf: &mut [u8]) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+        let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
+        loop {
+            let mut iov = [IoSliceMut::new(buf)];
+            let received = match recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg_space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(received) => received,
+            };
+            let mut fds = Vec::new();
+            for cmsg in received.cmsgs()? {
+                if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                    // SAFETY: the kernel just installed these descriptors for us.
+                    fds.extend(
+                        raw.into_iter()
+                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                    );
+                }
+            }
+            if received.flags.contains(MsgFlags::MSG_TRUNC) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "message truncated",
+                ));
+            }
+            if received.bytes == 0 && fds.is_empty() {
+                return Ok(None);
+            }
+            return Ok(Some((received.bytes, fds)));
+        }
+    }
+}

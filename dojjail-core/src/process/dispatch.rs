@@ -1,0 +1,96 @@
+//! What every binary linking dojjail does before `main`: if it was re-executed as a host's
+//! init or entrypoint, play that role and exit; otherwise make sure it may create
+//! namespaces. Running in a constructor is what lets test binaries, examples and users'
+//! own programs work without a line in `main`, and it is the only moment an unprivileged
+//! process is certain to be single-threaded.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::FromRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use super::message::EntrypointOutcome;
+use super::{init, registry, spawn};
+
+/// The environment variable naming the role of a re-executed process.
+pub(crate) const ROLE_ENV: &str = "DOJJAIL_ROLE";
+pub(crate) const ROLE_INIT: &str = "init";
+pub(crate) const ROLE_ENTRYPOINT: &str = "entrypoint";
+pub(crate) const ENTRYPOINT_ENV: &str = "DOJJAIL_ENTRYPOINT";
+pub(crate) const ARGS_ENV: &str = "DOJJAIL_ARGS";
+/// The entrypoint writes its [`EntrypointOutcome`] here (a memfd the controller reads).
+pub(crate) const RESULT_FD: i32 = 3;
+
+/// Our constructor, written by hand rather than with the `ctor` crate: it must be a plain,
+/// unprioritized `.init_array` entry. Those run in link order, and every crate that
+/// registers entrypoints through `inventory` (plain entries too) depends on dojjail, so the
+/// linker places it before us: by the time we run, every entrypoint is registered. The
+/// `ctor` crate's prioritized entries run before all plain ones, i.e. too early.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static BEFORE_MAIN: extern "C" fn() = {
+    extern "C" fn before_main() {
+        dojjail_before_main();
+    }
+    before_main
+};
+
+fn dojjail_before_main() {
+    let Some(role) = std::env::var_os(ROLE_ENV) else {
+        crate::ns::become_namespace_root();
+        return;
+    };
+    // SAFETY: constructors run before main, while the process is single-threaded.
+    unsafe { std::env::remove_var(ROLE_ENV) };
+    if role == ROLE_INIT {
+        // SAFETY: the spawner placed the control channel at this descriptor for us alone.
+        let control = unsafe { init::control_from_raw(spawn::INIT_CONTROL_FD) };
+        init::run(control);
+    } else if role == ROLE_ENTRYPOINT {
+        run_entrypoint();
+    }
+}
+
+/// Runs the entrypoint named in the environment, writes its outcome, exits.
+fn run_entrypoint() -> ! {
+    let name = std::env::var(ENTRYPOINT_ENV).unwrap_or_default();
+    let args = std::env::var(ARGS_ENV).unwrap_or_default();
+    // SAFETY: still single-threaded; user code must not see dojjail's variables.
+    unsafe {
+        std::env::remove_var(ENTRYPOINT_ENV);
+        std::env::remove_var(ARGS_ENV);
+    }
+    // An entrypoint may start hosts of its own.
+    crate::ns::become_namespace_root();
+    let outcome = match (registry::find(&name), serde_json::from_str(&args)) {
+        (None, _) => {
+            EntrypointOutcome::BadArguments(format!("no entrypoint named {name:?} in this binary"))
+        }
+        (_, Err(e)) => EntrypointOutcome::BadArguments(e.to_string()),
+        (Some(registration), Ok(args)) => {
+            match catch_unwind(AssertUnwindSafe(|| (registration.run)(args))) {
+                Ok(Ok(value)) => EntrypointOutcome::Returned(value),
+                Ok(Err(e)) => EntrypointOutcome::BadArguments(e),
+                Err(panic) => EntrypointOutcome::Panicked(panic_message(&*panic)),
+            }
+        }
+    };
+    // SAFETY: the init placed the controller's result file at this descriptor.
+    let mut result = unsafe { File::from_raw_fd(RESULT_FD) };
+    let written = serde_json::to_vec(&outcome)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| result.write_all(&bytes));
+    let _ = std::io::stdout().flush();
+    std::process::exit(if written.is_ok() { 0 } else { 1 })
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}

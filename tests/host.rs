@@ -1,0 +1,421 @@
+//! Hosts as a user sees them: what runs inside, what comes back, what is left behind.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dojjail::{Error, Host};
+
+#[dojjail::host]
+fn forty_two() -> u32 {
+    42
+}
+
+#[dojjail::host]
+fn add(a: i32, b: i32) -> i32 {
+    a + b
+}
+
+#[dojjail::host]
+fn explode() -> u32 {
+    panic!("the entrypoint blew up")
+}
+
+#[dojjail::host]
+fn hostname_inside() -> String {
+    nix::unistd::gethostname().unwrap().into_string().unwrap()
+}
+
+fn running(name: &str) -> Host {
+    let host = Host::new(name);
+    host.run().expect("host starts");
+    host
+}
+
+fn shell(host: &Host, command: &str) -> String {
+    let output = host.exec_shell(command).expect("shell runs");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The pid namespace of a process, as the link text of /proc/PID/ns/pid.
+fn pid_namespace(pid: u32) -> String {
+    fs::read_link(format!("/proc/{pid}/ns/pid"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Pids of every process in pid namespace `ns`, as seen from here.
+fn processes_in(ns: &str) -> Vec<u32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read_link(format!("/proc/{pid}/ns/pid"))
+                .is_ok_and(|link| link.to_string_lossy() == ns)
+        })
+        .collect()
+}
+
+fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}
+
+#[test]
+fn exec_returns_the_closures_value() {
+    let host = running("host-1");
+    assert_eq!(host.exec(|| 1 + 1).unwrap(), 2);
+}
+
+#[test]
+fn exec_borrows_from_the_caller() {
+    let host = running("borrower");
+    let words = ["a".to_owned(), "b".to_owned()];
+    let joined = host.exec(|| words.join("+")).unwrap();
+    assert_eq!(joined, "a+b");
+    assert_eq!(words.len(), 2);
+}
+
+#[test]
+fn exec_sees_the_hosts_hostname() {
+    let host = running("host-name-check");
+    let name = host
+        .exec(|| nix::unistd::gethostname().unwrap().into_string().unwrap())
+        .unwrap();
+    assert_eq!(name, "host-name-check");
+    assert_eq!(shell(&host, "hostname"), "host-name-check\n");
+}
+
+#[test]
+fn whoami_is_root() {
+    let host = running("who");
+    assert_eq!(shell(&host, "id -u; whoami"), "0\nroot\n");
+}
+
+#[test]
+fn loopback_is_up_with_both_addresses() {
+    let host = running("loopy");
+    let reached = host
+        .exec(|| {
+            ["127.0.0.1:0", "[::1]:0"].map(|address| {
+                let listener = TcpListener::bind(address).unwrap();
+                TcpStream::connect(listener.local_addr().unwrap()).is_ok()
+            })
+        })
+        .unwrap();
+    assert_eq!(reached, [true, true]);
+    let addresses = shell(&host, "ip -o addr show dev lo");
+    assert!(addresses.contains("127.0.0.1/8"), "{addresses}");
+    assert!(addresses.contains("::1/128"), "{addresses}");
+}
+
+#[test]
+fn exec_runs_in_the_hosts_network_not_ours() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let host = running("netns");
+    let connected = host
+        .exec(|| TcpStream::connect(("127.0.0.1", port)).is_ok())
+        .unwrap();
+    assert!(
+        !connected,
+        "a listener outside the host was reachable from inside"
+    );
+}
+
+#[test]
+fn tokio_inside_exec_uses_the_hosts_network() {
+    let outside = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = outside.local_addr().unwrap().port();
+    let host = running("tokio-net");
+    let reached = host
+        .exec(|| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                tokio::spawn(async move {
+                    tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .is_ok()
+                })
+                .await
+                .unwrap()
+            })
+        })
+        .unwrap();
+    assert!(!reached);
+}
+
+#[test]
+fn proc_shows_only_the_hosts_processes() {
+    let host = running("procview");
+    let pids = shell(&host, "cd /proc && echo [0-9]*");
+    let pids: Vec<u32> = pids
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    // The init is pid 1, and the shell itself is the only other process.
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert!(pids.contains(&1));
+    assert_eq!(shell(&host, "cat /proc/1/comm"), "dojjail-init\n");
+}
+
+#[test]
+fn each_host_has_its_own_tmp() {
+    let a = running("tmp-a");
+    let b = running("tmp-b");
+    shell(&a, "echo secret > /tmp/file");
+    assert_eq!(shell(&a, "cat /tmp/file"), "secret\n");
+    let seen = b.exec_shell("cat /tmp/file").unwrap();
+    assert!(!seen.status.success());
+    assert!(!std::path::Path::new("/tmp/file").exists());
+}
+
+#[test]
+fn a_panic_in_exec_comes_back_with_its_message() {
+    let host = running("panicky");
+    let error = host.exec(|| panic!("boom {}", 7)).unwrap_err();
+    assert!(
+        matches!(&error, Error::ExecPanicked { message, .. } if message == "boom 7"),
+        "{error}"
+    );
+    assert_eq!(host.exec(|| 3).unwrap(), 3, "the host survives the panic");
+}
+
+#[test]
+fn exec_from_two_threads_runs_both_at_once() {
+    let host = running("parallel");
+    let barrier = std::sync::Barrier::new(2);
+    thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| host.exec(|| barrier.wait()).unwrap());
+        }
+    });
+}
+
+#[test]
+fn entrypoint_value_comes_back_from_wait_once() {
+    let host = Host::new("calc").entrypoint(forty_two);
+    host.run().unwrap();
+    assert_eq!(host.wait::<u32>().unwrap(), 42);
+    let again = host.wait::<u32>().unwrap_err();
+    assert!(matches!(again, Error::NothingToWait { .. }), "{again}");
+}
+
+#[test]
+fn entrypoint_takes_arguments() {
+    let host = Host::new("adder").entrypoint_with(add, (40, 2));
+    host.run().unwrap();
+    assert_eq!(host.wait::<i32>().unwrap(), 42);
+}
+
+#[test]
+fn entrypoint_runs_inside_the_host() {
+    let host = Host::new("inside").entrypoint(hostname_inside);
+    host.run().unwrap();
+    assert_eq!(host.wait::<String>().unwrap(), "inside");
+}
+
+#[test]
+fn entrypoint_panic_comes_back_from_wait() {
+    let host = Host::new("exploding").entrypoint(explode);
+    host.run().unwrap();
+    let error = host.wait::<u32>().unwrap_err();
+    assert!(
+        matches!(&error, Error::EntrypointPanicked { message, .. } if message == "the entrypoint blew up"),
+        "{error}"
+    );
+}
+
+#[test]
+fn waiting_without_an_entrypoint_is_an_error() {
+    let host = running("idle");
+    let error = host.wait::<u32>().unwrap_err();
+    assert!(matches!(error, Error::NothingToWait { .. }), "{error}");
+    assert!(host.is_running());
+}
+
+#[test]
+fn host_stops_when_its_entrypoint_returns() {
+    let host = Host::new("short-lived").entrypoint(forty_two);
+    host.run().unwrap();
+    host.wait::<u32>().unwrap();
+    assert!(eventually(|| !host.is_running()));
+    let error = host.exec(|| ()).unwrap_err();
+    assert!(matches!(error, Error::Stopped { .. }), "{error}");
+}
+
+#[test]
+fn bad_names_are_rejected() {
+    for (name, words) in [
+        ("", "empty"),
+        (&"x".repeat(65)[..], "longer than 64"),
+        ("nul\0byte", "NUL"),
+        ("a/b", "'/'"),
+    ] {
+        let error = Host::new(name).run().unwrap_err();
+        assert!(matches!(error, Error::InvalidHostName { .. }), "{error}");
+        assert!(error.to_string().contains(words), "{error}");
+    }
+    Host::new("x".repeat(64)).run().unwrap();
+}
+
+#[test]
+fn unknown_entrypoint_names_are_rejected() {
+    let host = Host::new("nobody").entrypoint_named("no::such::function", &());
+    let error = host.run().unwrap_err();
+    assert!(matches!(error, Error::UnknownEntrypoint { .. }), "{error}");
+    assert!(
+        error.to_string().contains("forty_two"),
+        "lists known names: {error}"
+    );
+    assert!(!host.is_running());
+}
+
+#[test]
+fn exec_on_a_host_that_never_ran_is_an_error() {
+    let host = Host::new("not-yet");
+    assert!(matches!(host.exec(|| 1), Err(Error::NotRunning { .. })));
+    assert!(matches!(
+        host.exec_shell("true"),
+        Err(Error::NotRunning { .. })
+    ));
+}
+
+#[test]
+fn run_is_idempotent() {
+    let host = running("twice");
+    let pid = host.pid();
+    host.run().unwrap();
+    assert_eq!(host.pid(), pid);
+}
+
+#[test]
+fn commands_get_exit_codes_stdin_and_environment() {
+    let host = running("commands");
+    let status = host.command("sh").args(["-c", "exit 3"]).status().unwrap();
+    assert_eq!(status.code(), Some(3));
+    let output = host
+        .command("sh")
+        .args(["-c", "echo $GREETING; cat"])
+        .env("GREETING", "hello")
+        .stdin(dojjail::Stdio::piped())
+        .stdout(dojjail::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .as_mut()
+                .unwrap()
+                .write_all(b"from stdin\n")
+                .unwrap();
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(output.stdout, b"hello\nfrom stdin\n");
+    let missing = host.command("no-such-program").output().unwrap_err();
+    assert!(matches!(missing, Error::Spawn { .. }), "{missing}");
+}
+
+#[test]
+fn orphans_inside_are_reaped() {
+    let host = running("reaper");
+    // The subshell exits at once, so `sleep` is reparented to the host's init.
+    shell(&host, "(sleep 0.2 &)");
+    let no_zombies = eventually(|| {
+        let states = shell(&host, "cat /proc/[0-9]*/stat 2>/dev/null || true");
+        !states
+            .lines()
+            .any(|line| line.split_whitespace().nth(2) == Some("Z"))
+            && !states.contains("(sleep)")
+    });
+    assert!(no_zombies, "a zombie stayed in the host");
+}
+
+#[test]
+fn kill_leaves_no_process_of_the_host() {
+    let host = running("doomed");
+    let mut child = host.command("sleep").arg("1000").spawn().unwrap();
+    let ns = pid_namespace(host.pid().unwrap());
+    assert_eq!(processes_in(&ns).len(), 2);
+    host.kill().unwrap();
+    assert!(processes_in(&ns).is_empty());
+    assert!(!child.wait().unwrap().success());
+    assert!(matches!(host.exec(|| 1), Err(Error::Stopped { .. })));
+}
+
+#[test]
+fn dropping_the_last_handle_kills_the_host() {
+    let host = running("dropped");
+    let ns = pid_namespace(host.pid().unwrap());
+    drop(host);
+    assert!(processes_in(&ns).is_empty());
+}
+
+/// Not a test on its own: the controller that `controller_killed_with_sigkill_leaves_nothing`
+/// starts and kills.
+#[test]
+#[ignore = "helper process for controller_killed_with_sigkill_leaves_nothing"]
+fn sigkill_helper() {
+    if std::env::var_os("DOJJAIL_TEST_SIGKILL_HELPER").is_none() {
+        return;
+    }
+    let host = running("victim");
+    let _sleeper = host.command("sleep").arg("1000").spawn().unwrap();
+    println!("{}", pid_namespace(host.pid().unwrap()));
+    thread::sleep(Duration::from_secs(1000));
+}
+
+#[test]
+fn controller_killed_with_sigkill_leaves_nothing() {
+    let mut controller = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "sigkill_helper", "--ignored", "--nocapture"])
+        .env("DOJJAIL_TEST_SIGKILL_HELPER", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(controller.stdout.take().unwrap()).lines();
+    let ns = lines
+        .find_map(|line| line.ok().filter(|l| l.starts_with("pid:")))
+        .expect("the helper reports its host's pid namespace");
+    assert_eq!(processes_in(&ns).len(), 2, "init and sleep run");
+    controller.kill().unwrap();
+    controller.wait().unwrap();
+    assert!(
+        eventually(|| processes_in(&ns).is_empty()),
+        "processes of the host outlived their controller"
+    );
+}
+
+#[test]
+fn many_hosts_at_once_are_distinct() {
+    let hosts: Vec<Host> = (0..8).map(|i| running(&format!("many-{i}"))).collect();
+    let names: HashSet<String> = hosts
+        .iter()
+        .map(|h| {
+            h.exec(|| nix::unistd::gethostname().unwrap().into_string().unwrap())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(names.len(), 8);
+}
