@@ -38,7 +38,7 @@
 //! lets re-executed copies of the binary play their role inside hosts.
 
 pub use dojjail_core::{
-    Entrypoint, Error, Host, HostChild, HostCommand, Namespaces, Result, Stdio,
+    Entrypoint, Error, Host, HostChild, HostCommand, Namespaces, Network, Result, Stdio, Subnet,
 };
 pub use dojjail_macros::host;
 
@@ -46,4 +46,6 @@ pub use dojjail_macros::host;
 #[doc(hidden)]
 pub mod __private {
     pub use dojjail_core::__private::*;
+    pub use dojjail_core::Network;
+    pub use dojjail_test::{block_on, run_test, IntoTestResult, TestRegistration};
 }

@@ -143,6 +143,76 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// Something did not happen in time.
+    #[error("host {host:?}: timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// The host's name.
+        host: String,
+        /// What was awaited.
+        what: String,
+        /// How long.
+        after: std::time::Duration,
+    },
+
+    /// A subnet that cannot be used.
+    #[error("network {network:?}: invalid subnet {cidr:?}: {reason}")]
+    InvalidSubnet {
+        /// The network's name.
+        network: String,
+        /// The subnet as given.
+        cidr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// An address that cannot be given to a host.
+    #[error("network {network:?}: cannot give {address} to host {host:?}: {reason}")]
+    InvalidAddress {
+        /// The network's name.
+        network: String,
+        /// The host's name.
+        host: String,
+        /// The address as given.
+        address: std::net::Ipv4Addr,
+        /// Why: outside the subnet, the network or broadcast address, or taken.
+        reason: String,
+    },
+
+    /// Every usable address of the subnet is taken.
+    #[error(
+        "network {network:?}: no address left in {subnet} for host {host:?}; \
+         choose a larger subnet with Network::subnet"
+    )]
+    SubnetFull {
+        /// The network's name.
+        network: String,
+        /// The subnet.
+        subnet: String,
+        /// The host that found no address.
+        host: String,
+    },
+
+    /// A change to a network's membership or edges that cannot be made.
+    #[error("network {network:?}: {reason}")]
+    Topology {
+        /// The network's name.
+        network: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+
+    /// A netlink operation on a network failed.
+    #[error("network {network:?}: {op} failed: {source}")]
+    Netlink {
+        /// The network's name.
+        network: String,
+        /// What was attempted.
+        op: String,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+
     /// The host's init process broke the protocol or vanished mid-conversation.
     #[error("host {host:?}: lost contact with the host's init process: {detail}")]
     Protocol {

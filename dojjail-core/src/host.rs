@@ -1,12 +1,16 @@
 //! [`Host`]: an isolated machine made of Linux namespaces, with an init of its own.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
 use std::io::{Read, Seek};
+use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::process::Output;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use serde::de::DeserializeOwned;
@@ -56,6 +60,10 @@ pub struct Host {
 
 struct HostInner {
     name: String,
+    /// How many network interfaces (eth0, eth1, ...) networks have given the host.
+    interfaces: AtomicU32,
+    /// Name-to-address entries for /etc/hosts, by network.
+    hosts_entries: Mutex<BTreeMap<u64, Vec<(String, Ipv4Addr)>>>,
     config: Mutex<Config>,
     state: Mutex<State>,
     main: Mutex<MainSlot>,
@@ -105,6 +113,8 @@ impl Host {
         Host {
             inner: Arc::new(HostInner {
                 name: name.into(),
+                interfaces: AtomicU32::new(0),
+                hosts_entries: Mutex::new(BTreeMap::new()),
                 config: Mutex::new(Config {
                     namespaces: Namespaces::ALL,
                     persistent: false,
@@ -338,6 +348,8 @@ impl Host {
     /// `f` runs on a thread of this process that has entered the host's network, uts and
     /// mount namespaces: it sees the host's interfaces, hostname and files, may borrow from
     /// the caller, and a tokio runtime built inside it does its networking in the host.
+    /// It is not in the host's pid namespace: the `/proc` it sees is the host's, where
+    /// `/proc/self` does not name the calling thread.
     /// A panic in `f` comes back as [`Error::ExecPanicked`]; the host stays usable.
     pub fn exec<F, T>(&self, f: F) -> Result<T>
     where
@@ -445,6 +457,67 @@ impl Host {
             self.inner.workers.clear();
         }
         Ok(())
+    }
+
+    /// Waits until a process in the host listens on TCP `port` (IPv4 or IPv6, any address),
+    /// without sleeping blindly: it watches the host's socket table. Fails with
+    /// [`Error::Timeout`] after `timeout`, or when the host stops.
+    pub fn wait_listening(&self, port: u16, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Read from this process's /proc: inside the host's mount namespace /proc belongs
+            // to the host's pid namespace, where this thread has no /proc/thread-self.
+            let init = self.running()?.pid;
+            if is_listening(init, port) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    host: self.inner.name.clone(),
+                    what: format!("something to listen on TCP port {port}"),
+                    after: timeout,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Whether both handles are the same host.
+    pub(crate) fn same_as(&self, other: &Host) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The next free network interface number of the host (eth0, eth1, ...).
+    pub(crate) fn allocate_interface(&self) -> u32 {
+        self.inner.interfaces.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn has_namespace(&self, namespace: Namespaces) -> bool {
+        lock(&self.inner.config).namespaces.contains(namespace)
+    }
+
+    /// Replaces the names network `network` contributes to the host's /etc/hosts, and
+    /// rewrites the file.
+    pub(crate) fn set_hosts_entries(
+        &self,
+        network: u64,
+        entries: Vec<(String, Ipv4Addr)>,
+    ) -> Result<()> {
+        let content = {
+            let mut all = lock(&self.inner.hosts_entries);
+            if entries.is_empty() {
+                all.remove(&network);
+            } else {
+                all.insert(network, entries);
+            }
+            let merged: Vec<(String, Ipv4Addr)> = all.values().flatten().cloned().collect();
+            render_hosts_file(&self.inner.name, &merged)
+        };
+        if !self.has_namespace(Namespaces::MOUNT) {
+            return Ok(());
+        }
+        self.exec(|| std::fs::write("/etc/hosts", content))?
+            .map_err(|e| Error::os(&self.inner.name, "writing the host's /etc/hosts", e))
     }
 
     /// The running host, or why it is not running.
@@ -585,6 +658,42 @@ fn describe_wait(status: WaitStatus) -> String {
 pub(crate) fn describe_status(status: i32) -> String {
     use std::os::unix::process::ExitStatusExt;
     std::process::ExitStatus::from_raw(status).to_string()
+}
+
+/// The text of a host's /etc/hosts: localhost, then each name once with its first address.
+pub(crate) fn render_hosts_file(own_name: &str, entries: &[(String, Ipv4Addr)]) -> String {
+    let mut text =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    if !entries.iter().any(|(name, _)| name == own_name) {
+        text.push_str(&format!("127.0.1.1\t{own_name}\n"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (name, address) in entries {
+        if seen.insert(name) {
+            text.push_str(&format!("{address}\t{name}\n"));
+        }
+    }
+    text
+}
+
+/// Whether a socket in the network namespace of process `pid` listens on TCP `port`.
+fn is_listening(pid: i32, port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
+        .any(|table| {
+            table.lines().skip(1).any(|line| {
+                let mut fields = line.split_whitespace();
+                let local = fields.nth(1).unwrap_or("");
+                let state = fields.nth(1).unwrap_or("");
+                state == LISTEN
+                    && local
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                        == Some(port)
+            })
+        })
 }
 
 fn validate_name(name: &str) -> Result<()> {

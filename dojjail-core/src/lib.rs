@@ -12,11 +12,14 @@ mod error;
 mod exec;
 mod host;
 mod net;
+mod network;
 mod ns;
 mod process;
 
 pub use error::{Error, Result};
 pub use host::Host;
+pub use net::Subnet;
+pub use network::Network;
 pub use ns::Namespaces;
 pub use process::command::{HostChild, HostCommand, Stdio};
 pub use process::registry::Entrypoint;

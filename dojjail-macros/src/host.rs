@@ -115,8 +115,8 @@ fn expand_fn(function: &ItemFn) -> syn::Result<TokenStream> {
                     ) -> ::core::result::Result<#json::Value, #private::String> {
                         let (#(#idents,)*): (#(#types,)*) = #json::from_value(args)
                             .map_err(|e| #private::ToString::to_string(&e))?;
-                        let value = #name.call(#(#idents),*);
-                        #json::to_value(value).map_err(|e| #private::ToString::to_string(&e))
+                        #json::to_value(#name.call(#(#idents),*))
+                            .map_err(|e| #private::ToString::to_string(&e))
                     }
                     __dojjail_run
                 },

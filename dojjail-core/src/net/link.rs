@@ -1,7 +1,16 @@
-//! Link (interface) requests.
+//! Link (interface) and address requests, built with `rtnetlink`'s message builders and
+//! sent through [`RouteSocket`](super::netlink::RouteSocket) batches.
+//!
+//! Interfaces are created with explicit indices (ifindex is per namespace), so a batch
+//! never has to look an index up before using it.
 
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::RawFd;
+
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkFlags, LinkMessage};
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 /// The loopback interface's index in every network namespace.
 pub(crate) const LOOPBACK_INDEX: u32 = 1;
@@ -13,4 +22,58 @@ pub(crate) fn set_up(index: u32) -> RouteNetlinkMessage {
     message.header.flags = LinkFlags::Up;
     message.header.change_mask = LinkFlags::Up;
     RouteNetlinkMessage::SetLink(message)
+}
+
+/// A bridge named `name` with ifindex `index`, up.
+pub(crate) fn new_bridge(name: &str, index: u32) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::NewLink(LinkBridge::new(name).index(index).up().build())
+}
+
+/// One end of a veth pair.
+pub(crate) struct VethEnd<'a> {
+    pub name: &'a str,
+    pub index: u32,
+}
+
+/// A veth pair: `port` stays here, enslaved to `bridge` and up; `peer` is created directly
+/// in the network namespace `peer_netns` (it cannot be brought up in the same request:
+/// the kernel answers ENOTCONN until both ends exist).
+pub(crate) fn new_veth_port(
+    port: VethEnd<'_>,
+    bridge: u32,
+    peer: VethEnd<'_>,
+    peer_netns: RawFd,
+) -> RouteNetlinkMessage {
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(peer.name)
+        .index(peer.index)
+        .setns_by_fd(peer_netns)
+        .build();
+    let message = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(
+        netlink_packet_route::link::InfoKind::Veth,
+    )
+    .name(port.name)
+    .index(port.index)
+    .controller(bridge)
+    .up()
+    .set_info_data(netlink_packet_route::link::InfoData::Veth(
+        netlink_packet_route::link::InfoVeth::Peer(peer),
+    ))
+    .build();
+    RouteNetlinkMessage::NewLink(message)
+}
+
+/// Adds `address/prefix` to the interface with `index`.
+pub(crate) fn add_address(index: u32, address: Ipv4Addr, prefix: u8) -> RouteNetlinkMessage {
+    let mut message = AddressMessage::default();
+    message.header.family = AddressFamily::Inet;
+    message.header.prefix_len = prefix;
+    message.header.index = index;
+    message
+        .attributes
+        .push(AddressAttribute::Local(IpAddr::V4(address)));
+    message
+        .attributes
+        .push(AddressAttribute::Address(IpAddr::V4(address)));
+    RouteNetlinkMessage::NewAddress(message)
 }

@@ -23,7 +23,6 @@ pub(crate) enum Mode {
     /// Change an existing object.
     Change,
     /// Create; fail with EEXIST if it exists.
-    #[allow(dead_code)] // used by networks, next
     Create,
 }
 

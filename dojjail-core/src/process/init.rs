@@ -143,6 +143,10 @@ fn set_up(config: &InitConfig) -> Result<(), (String, io::Error)> {
             Some("mode=1777"),
         )
         .map_err(step("mount a private /tmp"))?;
+        if std::path::Path::new(HOSTS).exists() {
+            private_hosts_file(&config.name)
+                .map_err(|e| ("give the host its own /etc/hosts".to_owned(), e))?;
+        }
     }
     if config.loopback_up {
         RouteSocket::open()
@@ -150,6 +154,24 @@ fn set_up(config: &InitConfig) -> Result<(), (String, io::Error)> {
             .map_err(|e| ("bring the loopback interface up".to_owned(), e))?;
     }
     Ok(())
+}
+
+const HOSTS: &str = "/etc/hosts";
+
+/// Bind-mounts a file of the host's own over /etc/hosts. Its source lives on the private
+/// /tmp and is unlinked at once, so it is reachable only through /etc/hosts, where the
+/// controller rewrites it as the host's networks change; it vanishes with the host.
+fn private_hosts_file(name: &str) -> io::Result<()> {
+    let source = "/tmp/.dojjail-hosts";
+    std::fs::write(source, crate::host::render_hosts_file(name, &[]))?;
+    mount(
+        Some(source),
+        HOSTS,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )?;
+    std::fs::remove_file(source)
 }
 
 /// Reaps every exited child; returns whether the host's main process was among them.
