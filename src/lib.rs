@@ -40,7 +40,7 @@
 pub use dojjail_core::{
     Entrypoint, Error, Host, HostChild, HostCommand, Namespaces, Network, Result, Stdio, Subnet,
 };
-pub use dojjail_macros::host;
+pub use dojjail_macros::{host, test};
 
 /// Not public API: used by the code the macros generate.
 #[doc(hidden)]

@@ -8,7 +8,7 @@ use std::io::{Read, Seek};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::process::Output;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -58,8 +58,21 @@ pub struct Host {
     inner: Arc<HostInner>,
 }
 
+/// Whether hosts started from now on keep their output for [`Host::recent_output`].
+static CAPTURE_OUTPUT: AtomicBool = AtomicBool::new(false);
+
+/// From now on, hosts send the output of their entrypoint and of commands with inherited
+/// streams to a log of their own instead of this process's stdout and stderr. Not public
+/// API: the test runner turns it on so a failing test can show each host's output.
+#[doc(hidden)]
+pub fn capture_output(capture: bool) {
+    CAPTURE_OUTPUT.store(capture, Ordering::Relaxed);
+}
+
 struct HostInner {
     name: String,
+    /// Where the entrypoint's and inherited commands' output goes when captured (a memfd).
+    log: Mutex<Option<Arc<File>>>,
     /// How many network interfaces (eth0, eth1, ...) networks have given the host.
     interfaces: AtomicU32,
     /// Name-to-address entries for /etc/hosts, by network.
@@ -113,6 +126,7 @@ impl Host {
         Host {
             inner: Arc::new(HostInner {
                 name: name.into(),
+                log: Mutex::new(None),
                 interfaces: AtomicU32::new(0),
                 hosts_entries: Mutex::new(BTreeMap::new()),
                 config: Mutex::new(Config {
@@ -215,6 +229,14 @@ impl Host {
             None => None,
         };
         ns::ensure_privileged()?;
+        if CAPTURE_OUTPUT.load(Ordering::Relaxed) {
+            let log = nix::sys::memfd::memfd_create(
+                c"dojjail-host-output",
+                nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+            )
+            .map_err(|e| Error::os(&self.inner.name, "memfd_create for the host's output", e))?;
+            *lock(&self.inner.log) = Some(Arc::new(File::from(log)));
+        }
         let running = self.start(&config)?;
         if let Some((name, args)) = entrypoint {
             if let Err(error) = self.start_main(&running, name, args) {
@@ -335,9 +357,14 @@ impl Host {
             main: true,
         };
         let null = File::open("/dev/null").map_err(|e| Error::os(name, "open /dev/null", e))?;
+        let log = self.log();
         let stdout = std::io::stdout();
         let stderr = std::io::stderr();
-        let fds = [null.as_fd(), stdout.as_fd(), stderr.as_fd(), result.as_fd()];
+        let (out, err) = match &log {
+            Some(log) => (log.as_fd(), log.as_fd()),
+            None => (stdout.as_fd(), stderr.as_fd()),
+        };
+        let fds = [null.as_fd(), out, err, result.as_fd()];
         let (_pid, reply) = running.spawn(name, request, &fds, "the entrypoint")?;
         *lock(&self.inner.main) = MainSlot::Pending { reply, result };
         Ok(())
@@ -480,6 +507,24 @@ impl Host {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// The last `max_bytes` of what the host's entrypoint and its commands with inherited
+    /// streams wrote, when output capture is on (the test harness turns it on); `None`
+    /// otherwise.
+    pub fn recent_output(&self, max_bytes: usize) -> Option<String> {
+        use std::os::unix::fs::FileExt;
+        let log = self.log()?;
+        let len = log.metadata().ok()?.len();
+        let start = len.saturating_sub(max_bytes as u64);
+        let mut bytes = vec![0; (len - start) as usize];
+        log.read_exact_at(&mut bytes, start).ok()?;
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The host's output log, when output is captured.
+    pub(crate) fn log(&self) -> Option<Arc<File>> {
+        lock(&self.inner.log).clone()
     }
 
     /// Whether both handles are the same host.

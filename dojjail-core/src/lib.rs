@@ -27,6 +27,9 @@ pub use process::registry::Entrypoint;
 /// Not public API: used by the code that `dojjail-macros` generates.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::host::capture_output;
+    pub use crate::ns::become_namespace_root;
+    pub use crate::process::dispatch::{RoleHandler, ROLE_ENV};
     pub use crate::process::registry::{Entrypoint, EntrypointRegistration};
     pub use inventory;
     pub use serde_json;

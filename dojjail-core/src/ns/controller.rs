@@ -27,7 +27,7 @@ const FIX: &str = "run as root, or let ordinary users create user namespaces: \
 
 /// Makes the current process root of a new user namespace unless it already holds
 /// `CAP_SYS_ADMIN`. Must run while the process is single-threaded.
-pub(crate) fn become_namespace_root() {
+pub fn become_namespace_root() {
     PRIVILEGE.get_or_init(|| {
         if has_cap_sys_admin() {
             return Ok(());

@@ -5,6 +5,7 @@ mod controller;
 mod enter;
 mod flags;
 
-pub(crate) use controller::{become_namespace_root, ensure_privileged};
+pub use controller::become_namespace_root;
+pub(crate) use controller::ensure_privileged;
 pub(crate) use enter::{enter_on_this_thread, NamespaceFds};
 pub use flags::Namespaces;

@@ -185,9 +185,13 @@ impl HostCommand {
         let stdin = self.stdin.take().unwrap_or_else(stdin_default);
         let stdout = self.stdout.take().unwrap_or_else(out_default);
         let stderr = self.stderr.take().unwrap_or_else(out_default);
-        let (child_in, our_in) = prepare(stdin, 0, true).map_err(os("setting up stdin"))?;
-        let (child_out, our_out) = prepare(stdout, 1, false).map_err(os("setting up stdout"))?;
-        let (child_err, our_err) = prepare(stderr, 2, false).map_err(os("setting up stderr"))?;
+        let log = self.host.log();
+        let log = log.as_deref();
+        let (child_in, our_in) = prepare(stdin, 0, true, None).map_err(os("setting up stdin"))?;
+        let (child_out, our_out) =
+            prepare(stdout, 1, false, log).map_err(os("setting up stdout"))?;
+        let (child_err, our_err) =
+            prepare(stderr, 2, false, log).map_err(os("setting up stderr"))?;
         let request = SpawnRequest {
             program: Program::Path(self.program.as_encoded_bytes().to_vec()),
             argv: std::iter::once(&self.program)
@@ -245,9 +249,18 @@ impl HostCommand {
     }
 }
 
-/// Returns the descriptor the child gets and, for pipes, our end.
-fn prepare(stdio: Stdio, fd: i32, input: bool) -> std::io::Result<(OwnedFd, Option<OwnedFd>)> {
+/// Returns the descriptor the child gets and, for pipes, our end. An inherited output
+/// stream goes to the host's log when there is one.
+fn prepare(
+    stdio: Stdio,
+    fd: i32,
+    input: bool,
+    log: Option<&File>,
+) -> std::io::Result<(OwnedFd, Option<OwnedFd>)> {
     match stdio.0 {
+        StdioKind::Inherit if log.is_some() => {
+            Ok((log.expect("checked").as_fd().try_clone_to_owned()?, None))
+        }
         StdioKind::Inherit => {
             // SAFETY: 0, 1 and 2 are open for the life of the process.
             let own = unsafe { BorrowedFd::borrow_raw(fd) };

@@ -13,7 +13,7 @@ use super::message::EntrypointOutcome;
 use super::{init, registry, spawn};
 
 /// The environment variable naming the role of a re-executed process.
-pub(crate) const ROLE_ENV: &str = "DOJJAIL_ROLE";
+pub const ROLE_ENV: &str = "DOJJAIL_ROLE";
 pub(crate) const ROLE_INIT: &str = "init";
 pub(crate) const ROLE_ENTRYPOINT: &str = "entrypoint";
 pub(crate) const ENTRYPOINT_ENV: &str = "DOJJAIL_ENTRYPOINT";
@@ -48,8 +48,25 @@ fn dojjail_before_main() {
         init::run(control);
     } else if role == ROLE_ENTRYPOINT {
         run_entrypoint();
+    } else if let Some(handler) = inventory::iter::<RoleHandler>
+        .into_iter()
+        .find(|handler| role == handler.role)
+    {
+        (handler.run)();
     }
 }
+
+/// A role that other dojjail crates play in re-executed processes (the test runner's
+/// "test" role). Not public API.
+#[doc(hidden)]
+pub struct RoleHandler {
+    /// The value of `DOJJAIL_ROLE` that selects it.
+    pub role: &'static str,
+    /// Plays the role; never returns.
+    pub run: fn() -> !,
+}
+
+inventory::collect!(RoleHandler);
 
 /// Runs the entrypoint named in the environment, writes its outcome, exits.
 fn run_entrypoint() -> ! {
