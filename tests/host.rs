@@ -419,3 +419,36 @@ fn many_hosts_at_once_are_distinct() {
         .collect();
     assert_eq!(names.len(), 8);
 }
+
+/// Not a test on its own: tries to start a host where user namespaces are forbidden.
+#[test]
+#[ignore = "helper process for a_machine_without_user_namespaces_gets_a_clear_error"]
+fn no_userns_helper() {
+    if std::env::var_os("DOJJAIL_TEST_NO_USERNS_HELPER").is_none() {
+        return;
+    }
+    let error = Host::new("forbidden").run().unwrap_err();
+    println!("error: {error}");
+    assert!(matches!(error, Error::UserNamespacesUnavailable { .. }));
+}
+
+#[test]
+fn a_machine_without_user_namespaces_gets_a_clear_error() {
+    // A user namespace of our own where the limit on nested user namespaces is 0.
+    let output = Command::new("unshare")
+        .args(["--user", "--map-root-user", "sh", "-c"])
+        .arg("echo 0 > /proc/sys/user/max_user_namespaces && exec \"$0\" --exact no_userns_helper --ignored --nocapture")
+        .arg(std::env::current_exe().unwrap())
+        .env("DOJJAIL_TEST_NO_USERNS_HELPER", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("user namespaces are unavailable"), "{text}");
+    assert!(text.contains("user.max_user_namespaces is 0"), "{text}");
+    assert!(text.contains("sysctl"), "names the fix: {text}");
+}

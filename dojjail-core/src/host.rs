@@ -273,8 +273,17 @@ impl Host {
             pid,
             pidfd,
             control,
-        } = spawn::clone_init(namespaces, config.persistent)
-            .map_err(|e| Error::os(name, "clone3 of the host's init", e))?;
+        } = spawn::clone_init(namespaces, config.persistent).map_err(|e| {
+            let refused = matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EINVAL)
+            );
+            if namespaces.contains(Namespaces::USER) && refused {
+                ns::namespaces_unavailable(&format!("clone3(CLONE_NEWUSER | ...): {e}"))
+            } else {
+                Error::os(name, "clone3 of the host's init", e)
+            }
+        })?;
         let running = Running {
             pid,
             pidfd,

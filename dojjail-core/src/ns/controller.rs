@@ -46,10 +46,7 @@ pub fn become_namespace_root() {
 pub(crate) fn ensure_privileged() -> Result<()> {
     match PRIVILEGE.get() {
         Some(Ok(())) => Ok(()),
-        Some(Err(call)) => Err(Error::UserNamespacesUnavailable {
-            cause: format!("{call}{}", sysctl_hint()),
-            fix: FIX,
-        }),
+        Some(Err(call)) => Err(namespaces_unavailable(call)),
         // The constructor did not run (a binary that dlopen()s us late, say): only a
         // process that already holds the capability can go on.
         None if has_cap_sys_admin() => Ok(()),
@@ -57,6 +54,14 @@ pub(crate) fn ensure_privileged() -> Result<()> {
             cause: "this process is not root and dojjail's start-up hook did not run".into(),
             fix: FIX,
         }),
+    }
+}
+
+/// The error for a failed attempt (`call`, with its errno) to create a user namespace.
+pub(crate) fn namespaces_unavailable(call: &str) -> Error {
+    Error::UserNamespacesUnavailable {
+        cause: format!("{call}{}", sysctl_hint()),
+        fix: FIX,
     }
 }
 
