@@ -58,6 +58,14 @@ impl WorkerPool {
         }
     }
 
+    /// Starts a worker in the background so the first exec finds one ready; if it cannot
+    /// enter the namespaces, the exec that uses it reports an error.
+    pub(crate) fn prestart(&self, host: &str, namespaces: &Arc<NamespaceFds>) {
+        if let Ok(worker) = Worker::spawn(host, namespaces.clone()) {
+            lock(&self.idle).push(worker);
+        }
+    }
+
     /// Lets every idle worker exit (the host is gone).
     pub(crate) fn clear(&self) {
         lock(&self.idle).clear();
@@ -65,16 +73,38 @@ impl WorkerPool {
 }
 
 impl Worker {
+    /// A worker that has entered the namespaces.
     fn start(host: &str, namespaces: Arc<NamespaceFds>) -> Result<Worker> {
-        let (jobs, queue) = mpsc::channel::<Job>();
         let (ready, entered) = mpsc::sync_channel(1);
+        let worker = Worker::spawn_reporting(host, namespaces, Some(ready))?;
+        match entered.recv() {
+            Ok(Ok(())) => Ok(worker),
+            Ok(Err(e)) => Err(Error::os(host, "setns into the host's namespaces", e)),
+            Err(_) => Err(Error::protocol(host, "an exec worker thread vanished")),
+        }
+    }
+
+    /// A worker that enters the namespaces in the background. Jobs sent before it has
+    /// entered wait; if it cannot enter, they are dropped unrun (their exec fails).
+    fn spawn(host: &str, namespaces: Arc<NamespaceFds>) -> Result<Worker> {
+        Worker::spawn_reporting(host, namespaces, None)
+    }
+
+    fn spawn_reporting(
+        host: &str,
+        namespaces: Arc<NamespaceFds>,
+        ready: Option<mpsc::SyncSender<nix::Result<()>>>,
+    ) -> Result<Worker> {
+        let (jobs, queue) = mpsc::channel::<Job>();
         thread::Builder::new()
             .name(format!("dojjail:{host}"))
             .spawn(move || {
                 let result = enter_on_this_thread(&namespaces);
                 drop(namespaces);
                 let ok = result.is_ok();
-                let _ = ready.send(result);
+                if let Some(ready) = ready {
+                    let _ = ready.send(result);
+                }
                 if ok {
                     for job in queue {
                         job();
@@ -82,10 +112,6 @@ impl Worker {
                 }
             })
             .map_err(|e| Error::os(host, "starting an exec thread", e))?;
-        match entered.recv() {
-            Ok(Ok(())) => Ok(Worker { jobs }),
-            Ok(Err(e)) => Err(Error::os(host, "setns into the host's namespaces", e)),
-            Err(_) => Err(Error::protocol(host, "an exec worker thread vanished")),
-        }
+        Ok(Worker { jobs })
     }
 }

@@ -117,6 +117,8 @@ pub(crate) struct Running {
     pidfd: OwnedFd,
     control: Channel,
     pub(crate) namespaces: Arc<NamespaceFds>,
+    /// Memory the init reads until it has exec'd; dropped once it is ready (or reaped).
+    launch: Option<spawn::LaunchBlock>,
 }
 
 impl Host {
@@ -216,9 +218,19 @@ impl Host {
     /// the name is invalid, the entrypoint is not registered, or the machine does not
     /// allow namespaces.
     pub fn run(&self) -> Result<()> {
-        let mut state = lock(&self.inner.state);
+        match self.begin_run()? {
+            Some(starting) => starting.finish(),
+            None => Ok(()),
+        }
+    }
+
+    /// The first half of [`Host::run`]: clones the init and sends it its configuration,
+    /// without waiting for it. `None` when the host runs already. Starting many hosts
+    /// overlaps their set-up when every `begin_run` comes before the first `finish`.
+    pub(crate) fn begin_run(&self) -> Result<Option<Starting<'_>>> {
+        let state = lock(&self.inner.state);
         match &*state {
-            State::Running(_) => return Ok(()),
+            State::Running(_) => return Ok(None),
             State::Stopped { reason } => return Err(self.stopped(reason)),
             State::Created => {}
         }
@@ -237,15 +249,15 @@ impl Host {
             .map_err(|e| Error::os(&self.inner.name, "memfd_create for the host's output", e))?;
             *lock(&self.inner.log) = Some(Arc::new(File::from(log)));
         }
-        let running = self.start(&config)?;
-        if let Some((name, args)) = entrypoint {
-            if let Err(error) = self.start_main(&running, name, args) {
-                running.kill();
-                return Err(error);
-            }
-        }
-        *state = State::Running(Arc::new(running));
-        Ok(())
+        let running = self.clone_init(&config)?;
+        let starting = Starting {
+            host: self,
+            state,
+            running: Some(running),
+            entrypoint,
+        };
+        starting.configure(&config)?;
+        Ok(Some(starting))
     }
 
     fn check_entrypoint(&self, call: &EntrypointCall) -> Result<(String, String)> {
@@ -265,14 +277,15 @@ impl Host {
         }
     }
 
-    /// Clones the init, maps its ids, configures it, and waits until it is ready.
-    fn start(&self, config: &Config) -> Result<Running> {
+    /// Clones the init and opens its namespaces (they exist as soon as clone3 returns).
+    fn clone_init(&self, config: &Config) -> Result<Running> {
         let name = &self.inner.name;
         let namespaces = config.namespaces;
         let StartedInit {
             pid,
             pidfd,
             control,
+            launch,
         } = spawn::clone_init(namespaces, config.persistent).map_err(|e| {
             let refused = matches!(
                 e.raw_os_error(),
@@ -284,60 +297,21 @@ impl Host {
                 Error::os(name, "clone3 of the host's init", e)
             }
         })?;
-        let running = Running {
+        let mut running = Running {
             pid,
             pidfd,
             control,
             namespaces: Arc::new(NamespaceFds::empty()),
+            launch: Some(launch),
         };
-        match self.configure(&running, config) {
-            Ok(fds) => Ok(Running {
-                namespaces: Arc::new(fds),
-                ..running
-            }),
-            Err(error) => {
+        match NamespaceFds::open(pid, namespaces) {
+            Ok(fds) => running.namespaces = Arc::new(fds),
+            Err(e) => {
                 running.kill();
-                Err(error)
+                return Err(Error::os(name, "opening the host's namespaces", e));
             }
         }
-    }
-
-    fn configure(&self, running: &Running, config: &Config) -> Result<NamespaceFds> {
-        let name = &self.inner.name;
-        let ns = config.namespaces;
-        if ns.contains(Namespaces::USER) {
-            spawn::write_id_maps(running.pid)
-                .map_err(|e| Error::os(name, "writing the host's uid/gid maps", e))?;
-        }
-        let lost = |e: std::io::Error| Error::protocol(name, e.to_string());
-        running.control.send_bytes(&[1], &[]).map_err(lost)?;
-        let init_config = InitConfig {
-            name: name.clone(),
-            set_hostname: ns.contains(Namespaces::UTS),
-            private_mounts: ns.contains(Namespaces::MOUNT),
-            mount_proc: ns.contains(Namespaces::MOUNT | Namespaces::PID),
-            loopback_up: ns.contains(Namespaces::NET),
-            persistent: config.persistent,
-        };
-        running.control.send(&init_config, &[]).map_err(lost)?;
-        match running.control.recv::<InitReport>().map_err(lost)? {
-            Some((InitReport::Ready, _)) => {}
-            Some((InitReport::Failed { step, errno }, _)) => {
-                return Err(Error::Setup {
-                    host: name.clone(),
-                    step,
-                    source: std::io::Error::from_raw_os_error(errno),
-                });
-            }
-            None => {
-                return Err(Error::protocol(
-                    name,
-                    format!("the init exited during setup ({})", running.wait_exit()),
-                ));
-            }
-        }
-        NamespaceFds::open(running.pid, ns)
-            .map_err(|e| Error::os(name, "opening the host's namespaces", e))
+        Ok(running)
     }
 
     /// Starts the entrypoint as the host's main process, its result going to a memfd.
@@ -598,6 +572,88 @@ impl Host {
         Error::Stopped {
             host: self.inner.name.clone(),
             reason: reason.to_owned(),
+        }
+    }
+}
+
+/// A host between the two halves of [`Host::run`]. Dropping it unfinished kills the init.
+pub(crate) struct Starting<'a> {
+    host: &'a Host,
+    state: MutexGuard<'a, State>,
+    running: Option<Running>,
+    entrypoint: Option<(String, String)>,
+}
+
+impl Starting<'_> {
+    fn running(&self) -> &Running {
+        self.running
+            .as_ref()
+            .expect("present until finished or dropped")
+    }
+
+    /// Maps the init's ids, releases it, and sends its configuration. While it execs and
+    /// sets up, a first exec worker enters its namespaces.
+    fn configure(&self, config: &Config) -> Result<()> {
+        let name = self.host.name();
+        let running = self.running();
+        let ns = config.namespaces;
+        if ns.contains(Namespaces::USER) {
+            spawn::write_id_maps(running.pid)
+                .map_err(|e| Error::os(name, "writing the host's uid/gid maps", e))?;
+        }
+        let lost = |e: std::io::Error| Error::protocol(name, e.to_string());
+        running.control.send_bytes(&[1], &[]).map_err(lost)?;
+        let init_config = InitConfig {
+            name: name.to_owned(),
+            set_hostname: ns.contains(Namespaces::UTS),
+            private_mounts: ns.contains(Namespaces::MOUNT),
+            mount_proc: ns.contains(Namespaces::MOUNT | Namespaces::PID),
+            loopback_up: ns.contains(Namespaces::NET),
+            persistent: config.persistent,
+        };
+        running.control.send(&init_config, &[]).map_err(lost)?;
+        self.host.inner.workers.prestart(name, &running.namespaces);
+        Ok(())
+    }
+
+    /// The second half of [`Host::run`]: waits until the init is ready and starts the
+    /// entrypoint.
+    pub(crate) fn finish(mut self) -> Result<()> {
+        let name = self.host.name().to_owned();
+        let running = self.running();
+        let lost = |e: std::io::Error| Error::protocol(&name, e.to_string());
+        match running.control.recv::<InitReport>().map_err(lost)? {
+            Some((InitReport::Ready, _)) => {}
+            Some((InitReport::Failed { step, errno }, _)) => {
+                return Err(Error::Setup {
+                    host: name,
+                    step,
+                    source: std::io::Error::from_raw_os_error(errno),
+                });
+            }
+            None => {
+                return Err(Error::protocol(
+                    &name,
+                    format!("the init exited during setup ({})", running.wait_exit()),
+                ));
+            }
+        }
+        if let Some((entrypoint, args)) = self.entrypoint.clone() {
+            self.host.start_main(self.running(), entrypoint, args)?;
+        }
+        let mut running = self.running.take().expect("present until finished");
+        // The init answered, so it has exec'd: the launch memory is free.
+        running.launch = None;
+        *self.state = State::Running(Arc::new(running));
+        Ok(())
+    }
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.kill();
+            self.host.inner.workers.clear();
         }
     }
 }

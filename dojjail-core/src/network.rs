@@ -478,11 +478,42 @@ impl Network {
         if state.live.is_none() {
             return Ok(());
         }
-        for &index in new {
-            state.members[index].host.run()?;
-        }
+        self.start_hosts(state, new)?;
         self.attach(state, new)?;
         self.refresh_hosts_files(state)
+    }
+
+    /// Starts the hosts of `new` on a few threads at once; on each, every init is cloned
+    /// first and then awaited, so their set-up overlaps too.
+    fn start_hosts(&self, state: &State, new: &[usize]) -> Result<()> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
+        let chunk = new.len().div_ceil(threads).max(8);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = new
+                .chunks(chunk)
+                .map(|indices| {
+                    scope.spawn(move || -> Result<()> {
+                        let mut starting = Vec::with_capacity(indices.len());
+                        for &index in indices {
+                            starting.extend(state.members[index].host.begin_run()?);
+                        }
+                        for host in starting {
+                            host.finish()?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| {
+                    worker
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect::<Result<Vec<()>>>()
+                .map(|_| ())
+        })
     }
 
     /// Creates each new member's veth pair (one batch), then configures the host's end

@@ -6,5 +6,6 @@ pub(crate) mod command;
 pub(crate) mod dispatch;
 pub(crate) mod init;
 pub(crate) mod message;
+mod raw;
 pub(crate) mod registry;
 pub(crate) mod spawn;

@@ -13,27 +13,11 @@ use nix::sched::CloneFlags;
 
 use super::channel::Channel;
 use super::dispatch::{ROLE_ENV, ROLE_INIT};
+use super::raw;
 use crate::ns::Namespaces;
 
 /// The descriptor number of the control channel inside a freshly started init.
 pub(crate) const INIT_CONTROL_FD: RawFd = 3;
-
-/// `struct clone_args` of clone3(2); the libc crate does not define it for glibc targets.
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
 
 /// A started (not yet configured) init process.
 #[derive(Debug)]
@@ -42,17 +26,45 @@ pub(crate) struct StartedInit {
     pub pid: i32,
     pub pidfd: OwnedFd,
     pub control: Channel,
+    /// What the child reads until it has exec'd: free it only once the init has answered
+    /// (or is dead).
+    pub launch: LaunchBlock,
+}
+
+/// Memory the child uses between clone and exec. The child shares our address space
+/// (CLONE_VM), so this must outlive its exec; it moves with the [`StartedInit`].
+pub(crate) struct LaunchBlock {
+    stack: Vec<u8>,
+    /// Boxed: the child holds its address while the block moves between threads.
+    plan: Box<ExecPlan>,
+}
+
+impl std::fmt::Debug for LaunchBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LaunchBlock")
+    }
 }
 
 /// Everything the child needs between clone and exec, prepared in the parent because the
 /// child may not allocate.
 struct ExecPlan {
     exe: RawFd,
-    argv: Vec<CString>,
-    envp: Vec<CString>,
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
     child_control: RawFd,
     death_signal: bool,
 }
+
+// SAFETY: the raw pointers point into the CStrings owned by the same plan, which are never
+// mutated after construction; only the child reads through them.
+unsafe impl Send for ExecPlan {}
+// SAFETY: as above: nothing is ever written through a shared plan.
+unsafe impl Sync for ExecPlan {}
+
+/// The child's stack: it runs a handful of system calls before exec.
+const CHILD_STACK: usize = 64 << 10;
 
 /// This binary, opened once; re-executing it through the descriptor keeps working after
 /// the file on disk is replaced (cargo rebuilds) and inside other mount namespaces.
@@ -77,6 +89,12 @@ fn current_exe() -> io::Result<RawFd> {
 
 /// Starts an init in new `namespaces`. The child waits on its control channel until the
 /// caller has written its id maps and sent one byte, then re-executes this binary.
+///
+/// The child is cloned with CLONE_VM, like posix_spawn: it shares our memory instead of
+/// copying it, which spares the page-table copy, the copy-on-write faults in this process
+/// and the teardown of the copy at exec (a third of the cost of a host start in a
+/// controller with many threads). It runs on a stack of its own, makes raw system calls
+/// only (no errno, no locks), and reads nothing but the [`LaunchBlock`].
 pub(crate) fn clone_init(namespaces: Namespaces, persistent: bool) -> io::Result<StartedInit> {
     let exe = current_exe()?;
     let (control, child_control) = Channel::pair()?;
@@ -91,24 +109,40 @@ pub(crate) fn clone_init(namespaces: Namespaces, persistent: bool) -> io::Result
         })
         .collect();
     envp.push(CString::new(format!("{ROLE_ENV}={ROLE_INIT}")).expect("no NUL"));
-    let plan = ExecPlan {
-        exe,
-        argv: vec![CString::new("dojjail-init").expect("no NUL")],
-        envp,
-        child_control: child_control.as_raw_fd(),
-        death_signal: !persistent,
+    let argv = vec![CString::new("dojjail-init").expect("no NUL")];
+    let pointers = |strings: &[CString]| {
+        strings
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(ptr::null()))
+            .collect::<Vec<_>>()
+    };
+    let launch = LaunchBlock {
+        stack: vec![0; CHILD_STACK],
+        plan: Box::new(ExecPlan {
+            exe,
+            argv_ptrs: pointers(&argv),
+            envp_ptrs: pointers(&envp),
+            _argv: argv,
+            _envp: envp,
+            child_control: child_control.as_raw_fd(),
+            death_signal: !persistent,
+        }),
     };
     let flags = namespaces.clone_flags();
-    let (pid, pidfd) = on_spawner_thread(move || {
-        // SAFETY: the child branch of clone_and_exec only makes async-signal-safe calls.
-        let result = unsafe { clone_and_exec(flags, &plan) };
+    let (pid, pidfd, launch) = on_spawner_thread(move || {
+        let mut launch = launch;
+        // SAFETY: the child runs `child_main`, which only makes raw system calls and reads
+        // the launch block, which the caller keeps alive until the child has exec'd.
+        let result = unsafe { clone_child(flags, &mut launch) };
         drop(child_control);
-        result
+        result.map(|(pid, pidfd)| (pid, pidfd, launch))
     })?;
     Ok(StartedInit {
         pid,
         pidfd,
         control,
+        launch,
     })
 }
 
@@ -123,79 +157,116 @@ fn move_high(fd: OwnedFd) -> io::Result<OwnedFd> {
 }
 
 /// # Safety
-/// Forks the process. The child runs only async-signal-safe code before exec or `_exit`.
-unsafe fn clone_and_exec(flags: CloneFlags, plan: &ExecPlan) -> io::Result<(i32, OwnedFd)> {
-    let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
-    argv.push(ptr::null());
-    let mut envp: Vec<*const libc::c_char> = plan.envp.iter().map(|e| e.as_ptr()).collect();
-    envp.push(ptr::null());
-    let empty = c"";
+/// `launch` must stay alive and unmoved-in-memory (its heap parts) until the child has
+/// exec'd or exited; the caller must not call this from a signal handler.
+unsafe fn clone_child(flags: CloneFlags, launch: &mut LaunchBlock) -> io::Result<(i32, OwnedFd)> {
     let mut pidfd: libc::c_int = -1;
-    let mut args = CloneArgs {
-        flags: flags.bits() as u64 | libc::CLONE_PIDFD as u64,
-        pidfd: &mut pidfd as *mut libc::c_int as u64,
-        exit_signal: libc::SIGCHLD as u64,
-        ..CloneArgs::default()
-    };
-    // SAFETY: clone3 without CLONE_VM behaves like fork; `args` outlives the call.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &mut args as *mut CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    // The stack grows down: start at its (16-byte aligned) top.
+    let top = launch.stack.as_mut_ptr() as usize + launch.stack.len();
+    let top = (top & !15) as *mut libc::c_void;
+    let plan = &*launch.plan as *const ExecPlan as *mut libc::c_void;
+    let flags = flags.bits() | libc::CLONE_VM | libc::CLONE_PIDFD | libc::SIGCHLD;
+    // SAFETY: glibc's clone runs child_main on the given stack; with CLONE_PIDFD it stores
+    // the pidfd through the parent_tid pointer.
+    let pid = unsafe { libc::clone(child_main, top, flags, plan, &mut pidfd as *mut libc::c_int) };
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
-    if pid == 0 {
-        // The child: only raw system calls from here on.
-        // SAFETY: every call below is async-signal-safe and uses memory prepared before
-        // the clone, which the child has its own copy of.
-        unsafe {
-            if plan.death_signal {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-            }
-            if libc::dup2(plan.child_control, INIT_CONTROL_FD) < 0 {
-                libc::_exit(126);
-            }
-            // Wait for the parent to map our ids; EOF means it gave up on us.
-            let mut go = 0u8;
-            if libc::read(INIT_CONTROL_FD, (&mut go as *mut u8).cast(), 1) != 1 {
-                libc::_exit(125);
-            }
-            libc::syscall(
-                libc::SYS_execveat,
-                plan.exe,
-                empty.as_ptr(),
-                argv.as_ptr(),
-                envp.as_ptr(),
-                libc::AT_EMPTY_PATH,
-            );
-            libc::_exit(127);
-        }
-    }
     // SAFETY: CLONE_PIDFD stored a descriptor that we now own.
-    Ok((pid as i32, unsafe { OwnedFd::from_raw_fd(pidfd) }))
+    Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))
+}
+
+/// The child between clone and exec. It shares the parent's memory and thread-local
+/// storage, so it only makes raw system calls (no errno writes, no locks, no allocation).
+extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `plan` points to the ExecPlan the parent keeps alive until we exec or exit.
+    let plan = unsafe { &*(plan as *const ExecPlan) };
+    // SAFETY: raw system calls on our own descriptors and the plan's C strings.
+    unsafe {
+        if plan.death_signal {
+            raw::syscall(
+                libc::SYS_prctl,
+                [
+                    libc::PR_SET_PDEATHSIG as usize,
+                    libc::SIGKILL as usize,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            );
+        }
+        if raw::syscall(
+            libc::SYS_dup3,
+            [
+                plan.child_control as usize,
+                INIT_CONTROL_FD as usize,
+                0,
+                0,
+                0,
+                0,
+            ],
+        ) < 0
+        {
+            raw::exit(126);
+        }
+        // Wait for the parent to map our ids; EOF means it gave up on us.
+        let mut go = 0u8;
+        if raw::syscall(
+            libc::SYS_read,
+            [
+                INIT_CONTROL_FD as usize,
+                &mut go as *mut u8 as usize,
+                1,
+                0,
+                0,
+                0,
+            ],
+        ) != 1
+        {
+            raw::exit(125);
+        }
+        raw::syscall(
+            libc::SYS_execveat,
+            [
+                plan.exe as usize,
+                c"".as_ptr() as usize,
+                plan.argv_ptrs.as_ptr() as usize,
+                plan.envp_ptrs.as_ptr() as usize,
+                libc::AT_EMPTY_PATH as usize,
+                0,
+            ],
+        );
+        raw::exit(127)
+    }
 }
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Runs `job` on a thread that lives as long as the process. Hosts are cloned there because
-/// their parent-death signal fires when the *thread* that created them exits (prctl(2)):
-/// a host started from a short-lived thread would die with it.
+/// Runs `job` on one of a few threads that live as long as the process. Hosts are cloned
+/// there because their parent-death signal fires when the *thread* that created them exits
+/// (prctl(2)): a host started from a short-lived thread would die with it. One thread per
+/// core, because cloning a network namespace costs about a millisecond of kernel time and
+/// parallel callers (a network starting many hosts) should not queue behind one thread.
 fn on_spawner_thread<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static) -> R {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
-    let sender = SPAWNER.get_or_init(|| {
+    static SPAWNERS: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let sender = SPAWNERS.get_or_init(|| {
         let (sender, receiver) = mpsc::channel::<Job>();
-        thread::Builder::new()
-            .name("dojjail-spawner".into())
-            .spawn(move || {
-                for job in receiver {
-                    job();
-                }
-            })
-            .expect("cannot start the dojjail spawner thread");
+        let receiver = std::sync::Arc::new(Mutex::new(receiver));
+        let count = thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+        for index in 0..count {
+            let receiver = receiver.clone();
+            thread::Builder::new()
+                .name(format!("dojjail-spawner-{index}"))
+                .spawn(move || loop {
+                    let job = receiver.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                })
+                .expect("cannot start a dojjail spawner thread");
+        }
         Mutex::new(sender)
     });
     let (reply, result) = mpsc::sync_channel(1);
