@@ -9,7 +9,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Output};
 use std::sync::Arc;
-use std::thread;
 
 use super::channel::Channel;
 use super::message::{Program, SpawnReply, SpawnRequest};
@@ -341,21 +340,8 @@ impl HostChild {
     /// Waits for the process and collects whatever it wrote to piped stdout and stderr.
     pub fn wait_with_output(mut self) -> Result<Output> {
         drop(self.stdin.take());
-        let stderr = self.stderr.take().map(|mut stderr| {
-            thread::spawn(move || {
-                let mut bytes = Vec::new();
-                let _ = stderr.read_to_end(&mut bytes);
-                bytes
-            })
-        });
-        let mut stdout = Vec::new();
-        if let Some(mut out) = self.stdout.take() {
-            out.read_to_end(&mut stdout)
-                .map_err(|e| Error::os(&self.host, "reading the child's stdout", e))?;
-        }
-        let stderr = stderr
-            .map(|reader| reader.join().unwrap_or_default())
-            .unwrap_or_default();
+        let (stdout, stderr) = read_both(self.stdout.take(), self.stderr.take())
+            .map_err(|e| Error::os(&self.host, "reading the child's output", e))?;
         let status = self.wait()?;
         Ok(Output {
             status,
@@ -363,6 +349,54 @@ impl HostChild {
             stderr,
         })
     }
+}
+
+/// Reads two pipes to their ends at once, in this thread (a pipe left unread while the
+/// other is drained could fill up and stall the child).
+fn read_both(
+    mut first: Option<File>,
+    mut second: Option<File>,
+) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut outputs = (Vec::new(), Vec::new());
+    let mut buffer = vec![0u8; 64 << 10];
+    while first.is_some() || second.is_some() {
+        let (ready_first, ready_second) = {
+            let mut fds = Vec::with_capacity(2);
+            for file in [&first, &second].into_iter().flatten() {
+                fds.push(PollFd::new(file.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(_) => {}
+            }
+            let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+            match (&first, &second) {
+                (Some(_), Some(_)) => (ready(&fds[0]), ready(&fds[1])),
+                (Some(_), None) => (ready(&fds[0]), false),
+                _ => (false, ready(&fds[0])),
+            }
+        };
+        for (ready, file, output) in [
+            (ready_first, &mut first, &mut outputs.0),
+            (ready_second, &mut second, &mut outputs.1),
+        ] {
+            if !ready {
+                continue;
+            }
+            let Some(reader) = file.as_mut() else {
+                continue;
+            };
+            match reader.read(&mut buffer) {
+                Ok(0) => *file = None,
+                Ok(n) => output.extend_from_slice(&buffer[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(outputs)
 }
 
 impl Write for HostChild {

@@ -19,6 +19,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::channel::Channel;
 use super::message::{InitConfig, InitReport, Program, Request, SpawnReply, SpawnRequest};
+use super::raw;
 use crate::net::link;
 use crate::net::netlink::{Mode, RouteSocket};
 
@@ -47,6 +48,10 @@ fn serve(control: Channel) -> io::Result<()> {
         control.send(&InitReport::Failed { step, errno }, &[])?;
         return Err(error);
     }
+    // Children start with default signal handling (the Rust runtime ignores SIGPIPE here;
+    // the init itself sends with MSG_NOSIGNAL).
+    // SAFETY: restoring a default disposition has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     mask.thread_block()?;
@@ -229,7 +234,27 @@ fn spawn(request: SpawnRequest, fds: Vec<OwnedFd>, exe: &File, children: &mut Ha
     }
 }
 
+/// Everything the child reads between clone and exec, prepared by the init because the
+/// child shares the init's memory and may only make raw system calls.
+struct ChildPlan {
+    /// Descriptors for the child's 0, 1, 2, 3, ... in order.
+    fds: Vec<RawFd>,
+    cwd: Option<CString>,
+    /// `None`: execute the init's own binary through `exe`.
+    candidates: Option<Vec<CString>>,
+    exe: RawFd,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    status_pipe: RawFd,
+}
+
+/// Stack of a spawned child until it execs.
+const CHILD_STACK: usize = 64 << 10;
+
 /// Returns the child's pid once exec succeeded, or the errno of the failure.
+///
+/// The child is cloned with CLONE_VM | CLONE_VFORK (what posix_spawn does): no copy of
+/// the init's address space, and the init sleeps until the child has exec'd or failed.
 fn fork_exec(request: &SpawnRequest, stdio: &[OwnedFd], exe: &File) -> Result<i32, i32> {
     let cstring = |bytes: &[u8]| CString::new(bytes).map_err(|_| libc::EINVAL);
     let argv: Vec<CString> = request
@@ -237,134 +262,159 @@ fn fork_exec(request: &SpawnRequest, stdio: &[OwnedFd], exe: &File) -> Result<i3
         .iter()
         .map(|a| cstring(a))
         .collect::<Result<_, _>>()?;
-    let env: Option<Vec<CString>> = match &request.env {
-        Some(env) => Some(env.iter().map(|e| cstring(e)).collect::<Result<_, _>>()?),
-        None => None,
+    let env: Vec<CString> = match &request.env {
+        Some(env) => env.iter().map(|e| cstring(e)).collect::<Result<_, _>>()?,
+        None => std::env::vars_os()
+            .filter_map(|(k, v)| {
+                use std::os::unix::ffi::OsStringExt;
+                let mut entry = k.into_vec();
+                entry.push(b'=');
+                entry.extend(v.into_vec());
+                CString::new(entry).ok()
+            })
+            .collect(),
     };
-    let cwd = request.cwd.as_deref().map(cstring).transpose()?;
+    let pointers = |strings: &[CString]| -> Vec<*const libc::c_char> {
+        strings
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    };
     let (status_read, status_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e as i32)?;
-    // SAFETY: the init is single-threaded, so the child is a complete copy of it.
-    match unsafe { nix::unistd::fork() }.map_err(|e| e as i32)? {
-        nix::unistd::ForkResult::Child => {
-            drop(status_read);
-            let errno = exec_child(request, stdio, exe, &argv, env.as_deref(), cwd.as_deref());
-            let bytes = errno.to_ne_bytes();
-            // SAFETY: writing our errno to the status pipe, then leaving without running
-            // any destructors of the init's state.
-            unsafe {
-                libc::write(status_write.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
-                libc::_exit(127)
-            }
-        }
-        nix::unistd::ForkResult::Parent { child } => {
-            drop(status_write);
-            let mut bytes = [0u8; 4];
-            let read = nix::unistd::read(&status_read, &mut bytes).unwrap_or(0);
-            if read == 4 {
-                let mut status = 0;
-                // SAFETY: reaping the child that failed to exec.
-                unsafe { libc::waitpid(child.as_raw(), &mut status, 0) };
-                Err(i32::from_ne_bytes(bytes))
-            } else {
-                Ok(child.as_raw())
-            }
-        }
+    let plan = ChildPlan {
+        fds: stdio.iter().map(|fd| fd.as_raw_fd()).collect(),
+        cwd: request.cwd.as_deref().map(cstring).transpose()?,
+        candidates: match &request.program {
+            Program::CurrentExe => None,
+            Program::Path(program) => Some(search_path(program, &env)),
+        },
+        exe: exe.as_raw_fd(),
+        argv: pointers(&argv),
+        envp: pointers(&env),
+        status_pipe: status_write.as_raw_fd(),
+    };
+    let mut stack = vec![0u8; CHILD_STACK];
+    let top = ((stack.as_mut_ptr() as usize + stack.len()) & !15) as *mut libc::c_void;
+    // SAFETY: with CLONE_VFORK the init sleeps until the child execs or exits, so `plan`,
+    // `stack` and the strings they point to outlive every use by the child, which makes
+    // raw system calls only.
+    let pid = unsafe {
+        libc::clone(
+            spawned_child_main,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &plan as *const ChildPlan as *mut libc::c_void,
+        )
+    };
+    drop(status_write);
+    if pid < 0 {
+        return Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
+    }
+    let mut bytes = [0u8; 4];
+    let read = nix::unistd::read(&status_read, &mut bytes).unwrap_or(0);
+    if read == 4 {
+        let mut status = 0;
+        // SAFETY: reaping the child that failed to exec.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        Err(i32::from_ne_bytes(bytes))
+    } else {
+        Ok(pid)
     }
 }
 
-/// In the forked child: arranges descriptors and executes. Returns only on failure.
-fn exec_child(
-    request: &SpawnRequest,
-    stdio: &[OwnedFd],
-    exe: &File,
-    argv: &[CString],
-    env: Option<&[CString]>,
-    cwd: Option<&std::ffi::CStr>,
-) -> i32 {
-    let errno = || {
-        io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO)
-    };
-    // SAFETY: plain system calls on descriptors we own, in a single-threaded child.
+/// The spawned child: arranges descriptors and executes; on failure it writes the errno to
+/// the status pipe. Raw system calls only: it shares the sleeping init's memory.
+extern "C" fn spawned_child_main(plan: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: the init keeps the plan alive while it sleeps in vfork.
+    let plan = unsafe { &*(plan as *const ChildPlan) };
+    // SAFETY: raw system calls on descriptors and strings the plan owns.
     unsafe {
-        // Undo the init's signal setup: exec keeps the mask and ignored signals.
-        let empty = SigSet::empty();
-        libc::sigprocmask(libc::SIG_SETMASK, empty.as_ref(), std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        // Move sources out of the way first so a target never overwrites a later source.
-        let mut high: Vec<RawFd> = Vec::with_capacity(stdio.len());
-        for fd in stdio {
-            let moved = libc::fcntl(
-                fd.as_raw_fd(),
-                libc::F_DUPFD_CLOEXEC,
-                64 + stdio.len() as RawFd,
+        let fail = |errno: isize| -> ! {
+            let bytes = (errno as i32).to_ne_bytes();
+            raw::syscall(
+                libc::SYS_write,
+                [
+                    plan.status_pipe as usize,
+                    bytes.as_ptr() as usize,
+                    4,
+                    0,
+                    0,
+                    0,
+                ],
+            );
+            raw::exit(127)
+        };
+        // The init blocks SIGCHLD for its signalfd; exec would keep that mask.
+        let empty: u64 = 0;
+        raw::syscall(
+            libc::SYS_rt_sigprocmask,
+            [
+                libc::SIG_SETMASK as usize,
+                &empty as *const u64 as usize,
+                0,
+                8,
+                0,
+                0,
+            ],
+        );
+        // Move every source above every target first, so no target overwrites a source.
+        let base = 64 + plan.fds.len();
+        for (i, fd) in plan.fds.iter().enumerate() {
+            let moved = raw::syscall(
+                libc::SYS_dup3,
+                [*fd as usize, base + i, libc::O_CLOEXEC as usize, 0, 0, 0],
             );
             if moved < 0 {
-                return errno();
-            }
-            high.push(moved);
-        }
-        for (target, source) in high.iter().enumerate() {
-            if libc::dup2(*source, target as RawFd) < 0 {
-                return errno();
+                fail(-moved);
             }
         }
-        if let Some(cwd) = cwd {
-            if libc::chdir(cwd.as_ptr()) < 0 {
-                return errno();
+        for target in 0..plan.fds.len() {
+            let result = raw::syscall(libc::SYS_dup3, [base + target, target, 0, 0, 0, 0]);
+            if result < 0 {
+                fail(-result);
             }
         }
-    }
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let own_env: Vec<CString>;
-    let env = match env {
-        Some(env) => env,
-        None => {
-            own_env = std::env::vars_os()
-                .filter_map(|(k, v)| {
-                    use std::os::unix::ffi::OsStringExt;
-                    let mut entry = k.into_vec();
-                    entry.push(b'=');
-                    entry.extend(v.into_vec());
-                    CString::new(entry).ok()
-                })
-                .collect();
-            &own_env
+        if let Some(cwd) = &plan.cwd {
+            let result = raw::syscall(libc::SYS_chdir, [cwd.as_ptr() as usize, 0, 0, 0, 0, 0]);
+            if result < 0 {
+                fail(-result);
+            }
         }
-    };
-    let mut env_ptrs: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
-    env_ptrs.push(std::ptr::null());
-    match &request.program {
-        Program::CurrentExe => {
-            // SAFETY: argv and envp are NUL-terminated arrays of C strings that outlive the call.
-            unsafe {
-                libc::syscall(
+        let argv = plan.argv.as_ptr() as usize;
+        let envp = plan.envp.as_ptr() as usize;
+        match &plan.candidates {
+            None => {
+                let result = raw::syscall(
                     libc::SYS_execveat,
-                    exe.as_raw_fd(),
-                    c"".as_ptr(),
-                    argv_ptrs.as_ptr(),
-                    env_ptrs.as_ptr(),
-                    libc::AT_EMPTY_PATH,
+                    [
+                        plan.exe as usize,
+                        c"".as_ptr() as usize,
+                        argv,
+                        envp,
+                        libc::AT_EMPTY_PATH as usize,
+                        0,
+                    ],
                 );
+                fail(-result)
             }
-            errno()
-        }
-        Program::Path(program) => {
-            let candidates = search_path(program, env);
-            let mut last = libc::ENOENT;
-            for candidate in candidates {
-                // SAFETY: as above.
-                unsafe { libc::execve(candidate.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr()) };
-                let error = errno();
-                // Keep looking past missing files, remember more telling errors.
-                if error != libc::ENOENT && error != libc::ENOTDIR {
-                    last = error;
+            Some(candidates) => {
+                let mut last = libc::ENOENT as isize;
+                for candidate in candidates {
+                    let result = raw::syscall(
+                        libc::SYS_execve,
+                        [candidate.as_ptr() as usize, argv, envp, 0, 0, 0],
+                    );
+                    // Keep looking past missing files, remember more telling errors.
+                    if result != -(libc::ENOENT as isize) && result != -(libc::ENOTDIR as isize) {
+                        last = -result;
+                    }
                 }
+                fail(last)
             }
-            last
         }
     }
 }
