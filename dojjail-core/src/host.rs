@@ -75,6 +75,8 @@ struct HostInner {
     log: Mutex<Option<Arc<File>>>,
     /// How many network interfaces (eth0, eth1, ...) networks have given the host.
     interfaces: AtomicU32,
+    /// The host's private /etc/hosts, once opened.
+    hosts_file: Mutex<Option<Arc<File>>>,
     /// Name-to-address entries for /etc/hosts, by network.
     hosts_entries: Mutex<BTreeMap<u64, Vec<(String, Ipv4Addr)>>>,
     config: Mutex<Config>,
@@ -130,6 +132,7 @@ impl Host {
                 name: name.into(),
                 log: Mutex::new(None),
                 interfaces: AtomicU32::new(0),
+                hosts_file: Mutex::new(None),
                 hosts_entries: Mutex::new(BTreeMap::new()),
                 config: Mutex::new(Config {
                     namespaces: Namespaces::ALL,
@@ -531,21 +534,38 @@ impl Host {
         network: u64,
         entries: Vec<(String, Ipv4Addr)>,
     ) -> Result<()> {
-        let content = {
-            let mut all = lock(&self.inner.hosts_entries);
-            if entries.is_empty() {
-                all.remove(&network);
-            } else {
-                all.insert(network, entries);
-            }
-            let merged: Vec<(String, Ipv4Addr)> = all.values().flatten().cloned().collect();
-            render_hosts_file(&self.inner.name, &merged)
-        };
         if !self.has_namespace(Namespaces::MOUNT) {
             return Ok(());
         }
-        self.exec(|| std::fs::write("/etc/hosts", content))?
-            .map_err(|e| Error::os(&self.inner.name, "writing the host's /etc/hosts", e))
+        // The lock also orders the writes of networks changing at once.
+        let mut all = lock(&self.inner.hosts_entries);
+        if entries.is_empty() {
+            all.remove(&network);
+        } else {
+            all.insert(network, entries);
+        }
+        let merged: Vec<(String, Ipv4Addr)> = all.values().flatten().cloned().collect();
+        let content = render_hosts_file(&self.inner.name, &merged);
+        let file = self.hosts_file()?;
+        let os = |e| Error::os(&self.inner.name, "writing the host's /etc/hosts", e);
+        // Grow-then-trim, so a reader inside the host never sees an empty file.
+        std::os::unix::fs::FileExt::write_all_at(&*file, content.as_bytes(), 0).map_err(os)?;
+        file.set_len(content.len() as u64).map_err(os)
+    }
+
+    /// The host's own /etc/hosts, opened once from inside its mount namespace; writing
+    /// through the descriptor needs no trip into the host afterwards.
+    fn hosts_file(&self) -> Result<Arc<File>> {
+        let mut cached = lock(&self.inner.hosts_file);
+        if let Some(file) = &*cached {
+            return Ok(file.clone());
+        }
+        let file = self
+            .exec(|| std::fs::OpenOptions::new().write(true).open("/etc/hosts"))?
+            .map_err(|e| Error::os(&self.inner.name, "opening the host's /etc/hosts", e))?;
+        let file = Arc::new(file);
+        *cached = Some(file.clone());
+        Ok(file)
     }
 
     /// The running host, or why it is not running.

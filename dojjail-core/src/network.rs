@@ -556,9 +556,12 @@ impl Network {
                 .unwrap_or("?");
             self.netlink(&format!("creating the veth pair of host {host:?}"), e)
         })?;
-        for (index, k) in planned {
-            let member = &mut state.members[index];
-            member.interface = Some(k);
+        for &(index, k) in &planned {
+            state.members[index].interface = Some(k);
+        }
+        let members = &state.members;
+        in_parallel(&planned, |&(index, k)| {
+            let member = &members[index];
             let address = member.address;
             member
                 .host
@@ -576,9 +579,8 @@ impl Network {
                         &format!("configuring eth{k} of host {:?}", member.host.name()),
                         e,
                     )
-                })?;
-        }
-        Ok(())
+                })
+        })
     }
 
     fn refresh_hosts_files(&self, state: &State) -> Result<()> {
@@ -587,12 +589,11 @@ impl Network {
             .iter()
             .map(|m| (m.host.name().to_owned(), m.address))
             .collect();
-        for member in &state.members {
+        in_parallel(&state.members, |member| {
             member
                 .host
-                .set_hosts_entries(self.inner.id, entries.clone())?;
-        }
-        Ok(())
+                .set_hosts_entries(self.inner.id, entries.clone())
+        })
     }
 
     fn topology(&self, reason: impl Into<String>) -> Error {
@@ -621,6 +622,37 @@ impl std::fmt::Debug for Network {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.describe())
     }
+}
+
+/// Runs `f` on every item, spread over one thread per core: most of the time of per-host
+/// work goes to system calls and to waiting on the host's threads, which overlaps.
+fn in_parallel<T: Sync>(items: &[T], f: impl Fn(&T) -> Result<()> + Sync) -> Result<()> {
+    in_chunks(items, |chunk| chunk.iter().try_for_each(&f))
+}
+
+/// Splits `items` in one chunk per core (of at least 8 items) and runs `f` on each chunk on
+/// a thread of its own; the first error wins.
+fn in_chunks<T: Sync>(items: &[T], f: impl Fn(&[T]) -> Result<()> + Sync) -> Result<()> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
+    let chunk = items.len().div_ceil(threads).max(8);
+    if items.len() <= chunk {
+        return f(items);
+    }
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(chunk)
+            .map(|chunk| scope.spawn(|| f(chunk)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect::<Result<Vec<()>>>()
+            .map(|_| ())
+    })
 }
 
 fn port_name(index: usize) -> String {
