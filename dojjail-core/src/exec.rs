@@ -3,7 +3,7 @@
 //! a thread start and three `setns` calls.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Mutex};
 use std::thread;
 
 use crate::error::{Error, Result};
@@ -27,7 +27,7 @@ impl WorkerPool {
     pub(crate) fn run<F, T>(
         &self,
         host: &str,
-        namespaces: &Arc<NamespaceFds>,
+        namespaces: impl FnOnce() -> Result<NamespaceFds>,
         f: F,
     ) -> Result<thread::Result<T>>
     where
@@ -36,7 +36,7 @@ impl WorkerPool {
     {
         let worker = match lock(&self.idle).pop() {
             Some(worker) => worker,
-            None => Worker::start(host, namespaces.clone())?,
+            None => Worker::start(host, namespaces()?)?,
         };
         let (done, outcome) = mpsc::sync_channel::<thread::Result<T>>(1);
         let job: Box<dyn FnOnce() + Send + '_> = Box::new(move || {
@@ -60,8 +60,8 @@ impl WorkerPool {
 
     /// Starts a worker in the background so the first exec finds one ready; if it cannot
     /// enter the namespaces, the exec that uses it reports an error.
-    pub(crate) fn prestart(&self, host: &str, namespaces: &Arc<NamespaceFds>) {
-        if let Ok(worker) = Worker::spawn(host, namespaces.clone()) {
+    pub(crate) fn prestart(&self, host: &str, namespaces: NamespaceFds) {
+        if let Ok(worker) = Worker::spawn(host, namespaces) {
             lock(&self.idle).push(worker);
         }
     }
@@ -74,7 +74,7 @@ impl WorkerPool {
 
 impl Worker {
     /// A worker that has entered the namespaces.
-    fn start(host: &str, namespaces: Arc<NamespaceFds>) -> Result<Worker> {
+    fn start(host: &str, namespaces: NamespaceFds) -> Result<Worker> {
         let (ready, entered) = mpsc::sync_channel(1);
         let worker = Worker::spawn_reporting(host, namespaces, Some(ready))?;
         match entered.recv() {
@@ -86,13 +86,13 @@ impl Worker {
 
     /// A worker that enters the namespaces in the background. Jobs sent before it has
     /// entered wait; if it cannot enter, they are dropped unrun (their exec fails).
-    fn spawn(host: &str, namespaces: Arc<NamespaceFds>) -> Result<Worker> {
+    fn spawn(host: &str, namespaces: NamespaceFds) -> Result<Worker> {
         Worker::spawn_reporting(host, namespaces, None)
     }
 
     fn spawn_reporting(
         host: &str,
-        namespaces: Arc<NamespaceFds>,
+        namespaces: NamespaceFds,
         ready: Option<mpsc::SyncSender<nix::Result<()>>>,
     ) -> Result<Worker> {
         let (jobs, queue) = mpsc::channel::<Job>();

@@ -5,7 +5,6 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
 use std::io::{Read, Seek};
-use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -75,10 +74,8 @@ struct HostInner {
     log: Mutex<Option<Arc<File>>>,
     /// How many network interfaces (eth0, eth1, ...) networks have given the host.
     interfaces: AtomicU32,
-    /// The host's private /etc/hosts, once opened.
-    hosts_file: Mutex<Option<Arc<File>>>,
-    /// Name-to-address entries for /etc/hosts, by network.
-    hosts_entries: Mutex<BTreeMap<u64, Vec<(String, Ipv4Addr)>>>,
+    /// Lines for /etc/hosts (`address\tname`), by network.
+    hosts_entries: Mutex<BTreeMap<u64, Arc<str>>>,
     config: Mutex<Config>,
     state: Mutex<State>,
     main: Mutex<MainSlot>,
@@ -112,13 +109,16 @@ enum MainSlot {
     Taken,
 }
 
-/// A running host's init and the handles on its namespaces.
+/// A running host's init. It holds two descriptors per host and no more (a pidfd and the
+/// control channel): every init cloned later copies, then closes, the controller's whole
+/// descriptor table, so descriptors kept per host would make each start slower.
 #[derive(Debug)]
 pub(crate) struct Running {
-    pid: i32,
+    pub(crate) pid: i32,
     pidfd: OwnedFd,
     control: Channel,
-    pub(crate) namespaces: Arc<NamespaceFds>,
+    /// Which namespaces the host has of its own.
+    namespaces: Namespaces,
     /// Memory the init reads until it has exec'd; dropped once it is ready (or reaped).
     launch: Option<spawn::LaunchBlock>,
 }
@@ -132,7 +132,6 @@ impl Host {
                 name: name.into(),
                 log: Mutex::new(None),
                 interfaces: AtomicU32::new(0),
-                hosts_file: Mutex::new(None),
                 hosts_entries: Mutex::new(BTreeMap::new()),
                 config: Mutex::new(Config {
                     namespaces: Namespaces::ALL,
@@ -300,21 +299,13 @@ impl Host {
                 Error::os(name, "clone3 of the host's init", e)
             }
         })?;
-        let mut running = Running {
+        Ok(Running {
             pid,
             pidfd,
             control,
-            namespaces: Arc::new(NamespaceFds::empty()),
+            namespaces,
             launch: Some(launch),
-        };
-        match NamespaceFds::open(pid, namespaces) {
-            Ok(fds) => running.namespaces = Arc::new(fds),
-            Err(e) => {
-                running.kill();
-                return Err(Error::os(name, "opening the host's namespaces", e));
-            }
-        }
-        Ok(running)
+        })
     }
 
     /// Starts the entrypoint as the host's main process, its result going to a memfd.
@@ -370,11 +361,11 @@ impl Host {
         T: Send,
     {
         let running = self.running()?;
-        match self
-            .inner
-            .workers
-            .run(&self.inner.name, &running.namespaces, f)?
-        {
+        match self.inner.workers.run(
+            &self.inner.name,
+            || running.open_namespaces(&self.inner.name),
+            f,
+        )? {
             Ok(value) => Ok(value),
             Err(panic) => Err(Error::ExecPanicked {
                 host: self.inner.name.clone(),
@@ -529,43 +520,26 @@ impl Host {
 
     /// Replaces the names network `network` contributes to the host's /etc/hosts, and
     /// rewrites the file.
-    pub(crate) fn set_hosts_entries(
-        &self,
-        network: u64,
-        entries: Vec<(String, Ipv4Addr)>,
-    ) -> Result<()> {
+    pub(crate) fn set_hosts_entries(&self, network: u64, block: Arc<str>) -> Result<()> {
         if !self.has_namespace(Namespaces::MOUNT) {
             return Ok(());
         }
         // The lock also orders the writes of networks changing at once.
         let mut all = lock(&self.inner.hosts_entries);
-        if entries.is_empty() {
+        if block.is_empty() {
             all.remove(&network);
         } else {
-            all.insert(network, entries);
+            all.insert(network, block);
         }
-        let merged: Vec<(String, Ipv4Addr)> = all.values().flatten().cloned().collect();
-        let content = render_hosts_file(&self.inner.name, &merged);
-        let file = self.hosts_file()?;
-        let os = |e| Error::os(&self.inner.name, "writing the host's /etc/hosts", e);
-        // Grow-then-trim, so a reader inside the host never sees an empty file.
-        std::os::unix::fs::FileExt::write_all_at(&*file, content.as_bytes(), 0).map_err(os)?;
-        file.set_len(content.len() as u64).map_err(os)
-    }
-
-    /// The host's own /etc/hosts, opened once from inside its mount namespace; writing
-    /// through the descriptor needs no trip into the host afterwards.
-    fn hosts_file(&self) -> Result<Arc<File>> {
-        let mut cached = lock(&self.inner.hosts_file);
-        if let Some(file) = &*cached {
-            return Ok(file.clone());
-        }
-        let file = self
-            .exec(|| std::fs::OpenOptions::new().write(true).open("/etc/hosts"))?
-            .map_err(|e| Error::os(&self.inner.name, "opening the host's /etc/hosts", e))?;
-        let file = Arc::new(file);
-        *cached = Some(file.clone());
-        Ok(file)
+        let blocks: Vec<&str> = all.values().map(|block| &**block).collect();
+        let content = render_hosts_file(&self.inner.name, &blocks);
+        self.exec(|| {
+            // Grow-then-trim, so a reader inside the host never sees an empty file.
+            let file = std::fs::OpenOptions::new().write(true).open("/etc/hosts")?;
+            std::os::unix::fs::FileExt::write_all_at(&file, content.as_bytes(), 0)?;
+            file.set_len(content.len() as u64)
+        })?
+        .map_err(|e| Error::os(&self.inner.name, "writing the host's /etc/hosts", e))
     }
 
     /// The running host, or why it is not running.
@@ -632,7 +606,10 @@ impl Starting<'_> {
             persistent: config.persistent,
         };
         running.control.send(&init_config, &[]).map_err(lost)?;
-        self.host.inner.workers.prestart(name, &running.namespaces);
+        // The namespaces exist as soon as clone returns: a worker can enter them while the
+        // init execs and sets up (mounts made later show in the same mount namespace).
+        let namespaces = running.open_namespaces(name)?;
+        self.host.inner.workers.prestart(name, namespaces);
         Ok(())
     }
 
@@ -731,6 +708,13 @@ impl Running {
         }
     }
 
+    /// Opens handles on the host's namespaces (the init is our unreaped child, so its pid
+    /// cannot have been reused).
+    pub(crate) fn open_namespaces(&self, host: &str) -> Result<NamespaceFds> {
+        NamespaceFds::open(self.pid, self.namespaces)
+            .map_err(|e| Error::os(host, "opening the host's namespaces", e))
+    }
+
     /// Asks the init to signal one of its children.
     pub(crate) fn signal(&self, pid: i32, signal: i32) -> std::io::Result<()> {
         self.control.send(&Request::Signal { pid, signal }, &[])
@@ -790,18 +774,17 @@ pub(crate) fn describe_status(status: i32) -> String {
     std::process::ExitStatus::from_raw(status).to_string()
 }
 
-/// The text of a host's /etc/hosts: localhost, then each name once with its first address.
-pub(crate) fn render_hosts_file(own_name: &str, entries: &[(String, Ipv4Addr)]) -> String {
+/// The text of a host's /etc/hosts: localhost, its own name on 127.0.1.1 until a network
+/// gives it an address, then each network's lines (where a name appears twice, resolvers
+/// take the first).
+pub(crate) fn render_hosts_file(own_name: &str, blocks: &[&str]) -> String {
     let mut text =
         String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-    if !entries.iter().any(|(name, _)| name == own_name) {
+    if blocks.is_empty() {
         text.push_str(&format!("127.0.1.1\t{own_name}\n"));
     }
-    let mut seen = std::collections::HashSet::new();
-    for (name, address) in entries {
-        if seen.insert(name) {
-            text.push_str(&format!("{address}\t{name}\n"));
-        }
+    for block in blocks {
+        text.push_str(block);
     }
     text
 }

@@ -431,7 +431,12 @@ impl Network {
                 host.name()
             )));
         }
-        let taken = |a: Ipv4Addr| state.members.iter().find(|m| m.address == a);
+        let used: std::collections::HashMap<Ipv4Addr, &str> = state
+            .members
+            .iter()
+            .map(|m| (m.address, m.host.name()))
+            .collect();
+        let taken = |a: Ipv4Addr| used.get(&a).copied();
         let address = match address {
             Some(address) => {
                 let subnet = state.subnet;
@@ -442,7 +447,7 @@ impl Network {
                 } else if address == subnet.broadcast() {
                     Some(format!("it is the broadcast address of {subnet}"))
                 } else {
-                    taken(address).map(|m| format!("host {:?} has it already", m.host.name()))
+                    taken(address).map(|holder| format!("host {holder:?} has it already"))
                 };
                 if let Some(reason) = reason {
                     return Err(Error::InvalidAddress {
@@ -522,15 +527,20 @@ impl Network {
         let prefix = state.subnet.prefix();
         let live = state.live.as_mut().expect("attach needs a running network");
         let mut planned = Vec::with_capacity(new.len());
+        let mut namespaces = Vec::with_capacity(new.len());
         for &index in new {
             let member = &state.members[index];
             let running = member.host.running()?;
-            let Some(netns) = running.namespaces.net.as_ref() else {
-                return Err(self.topology(format!(
-                    "host {:?} has no network namespace of its own",
-                    member.host.name()
-                )));
-            };
+            // Held only until the batch is sent: the kernel resolves it in the request.
+            let netns = File::open(format!("/proc/{}/ns/net", running.pid)).map_err(|e| {
+                self.netlink(
+                    &format!(
+                        "opening the network namespace of host {:?}",
+                        member.host.name()
+                    ),
+                    e,
+                )
+            })?;
             let k = member.host.allocate_interface();
             live.route.push(
                 link::new_veth_port(
@@ -547,11 +557,18 @@ impl Network {
                 ),
                 Mode::Create,
             );
+            let port = PORT_INDEX_BASE + index as u32;
+            live.route.push(link::quiet_ipv6(port), Mode::Change);
+            live.route.push(link::set_up(port), Mode::Change);
+            namespaces.push(netns);
             planned.push((index, k));
         }
-        live.route.commit().map_err(|(i, e)| {
+        let sent = live.route.commit();
+        drop(namespaces);
+        sent.map_err(|(i, e)| {
+            // Three requests per host: create, quiet IPv6, up.
             let host = planned
-                .get(i)
+                .get(i / 3)
                 .map(|(index, _)| state.members[*index].host.name())
                 .unwrap_or("?");
             self.netlink(&format!("creating the veth pair of host {host:?}"), e)
@@ -567,6 +584,7 @@ impl Network {
                 .host
                 .exec(|| {
                     let mut socket = RouteSocket::open()?;
+                    socket.push(link::quiet_ipv6(HOST_INDEX_BASE + k), Mode::Change);
                     socket.push(link::set_up(HOST_INDEX_BASE + k), Mode::Change);
                     socket.push(
                         link::add_address(HOST_INDEX_BASE + k, address, prefix),
@@ -584,15 +602,14 @@ impl Network {
     }
 
     fn refresh_hosts_files(&self, state: &State) -> Result<()> {
-        let entries: Vec<(String, Ipv4Addr)> = state
-            .members
-            .iter()
-            .map(|m| (m.host.name().to_owned(), m.address))
-            .collect();
+        // One block of lines for the whole network, shared by every member.
+        let mut block = String::with_capacity(state.members.len() * 32);
+        for member in &state.members {
+            let _ = writeln!(block, "{}\t{}", member.address, member.host.name());
+        }
+        let block: Arc<str> = block.into();
         in_parallel(&state.members, |member| {
-            member
-                .host
-                .set_hosts_entries(self.inner.id, entries.clone())
+            member.host.set_hosts_entries(self.inner.id, block.clone())
         })
     }
 

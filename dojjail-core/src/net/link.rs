@@ -8,7 +8,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::RawFd;
 
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, LinkAttribute, LinkFlags, LinkMessage,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
@@ -24,9 +26,17 @@ pub(crate) fn set_up(index: u32) -> RouteNetlinkMessage {
     RouteNetlinkMessage::SetLink(message)
 }
 
-/// A bridge named `name` with ifindex `index`, up.
+/// A bridge named `name` with ifindex `index`, up, without multicast snooping: with it,
+/// every port that comes up re-arms multicast timers on every other port, work that grows
+/// with the square of the number of hosts (and edge filtering needs none of it).
 pub(crate) fn new_bridge(name: &str, index: u32) -> RouteNetlinkMessage {
-    RouteNetlinkMessage::NewLink(LinkBridge::new(name).index(index).up().build())
+    RouteNetlinkMessage::NewLink(
+        LinkBridge::new(name)
+            .index(index)
+            .append_info_data(InfoBridge::MulticastSnooping(false))
+            .up()
+            .build(),
+    )
 }
 
 /// One end of a veth pair.
@@ -35,9 +45,9 @@ pub(crate) struct VethEnd<'a> {
     pub index: u32,
 }
 
-/// A veth pair: `port` stays here, enslaved to `bridge` and up; `peer` is created directly
-/// in the network namespace `peer_netns` (it cannot be brought up in the same request:
-/// the kernel answers ENOTCONN until both ends exist).
+/// A veth pair: `port` stays here, enslaved to `bridge`; `peer` is created directly in the
+/// network namespace `peer_netns`. Both start down: [`quiet_ipv6`] must come first, and the
+/// peer cannot be brought up in the same request anyway (ENOTCONN until both ends exist).
 pub(crate) fn new_veth_port(
     port: VethEnd<'_>,
     bridge: u32,
@@ -61,12 +71,27 @@ pub(crate) fn new_veth_port(
     .name(port.name)
     .index(port.index)
     .controller(bridge)
-    .up()
     .set_info_data(netlink_packet_route::link::InfoData::Veth(
         netlink_packet_route::link::InfoVeth::Peer(peer),
     ))
     .build();
     RouteNetlinkMessage::NewLink(message)
+}
+
+/// A request that gives the (down) interface `index` no automatic IPv6 link-local
+/// address. Networks are IPv4; without this every interface coming up sends IPv6
+/// neighbour and multicast-listener traffic that the bridge floods to every port, work
+/// that grows with the square of the number of hosts. (The kernel takes this only once
+/// the interface exists, so it cannot ride along in the request that creates it.)
+pub(crate) fn quiet_ipv6(index: u32) -> RouteNetlinkMessage {
+    let mut message = LinkMessage::default();
+    message.header.index = index;
+    message
+        .attributes
+        .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )]));
+    RouteNetlinkMessage::SetLink(message)
 }
 
 /// Adds `address/prefix` to the interface with `index`.

@@ -21,15 +21,6 @@ pub(crate) struct NamespaceFds {
 }
 
 impl NamespaceFds {
-    /// No namespaces: entering them changes nothing.
-    pub(crate) fn empty() -> Self {
-        Self {
-            net: None,
-            uts: None,
-            mnt: None,
-        }
-    }
-
     /// Opens the namespaces of process `pid` that `which` names.
     pub(crate) fn open(pid: i32, which: Namespaces) -> std::io::Result<Self> {
         let open = |ns: Namespaces, name: &str| -> std::io::Result<Option<File>> {
