@@ -395,3 +395,20 @@ fn nothing_remains_after_the_test_process_ends() {
         "interfaces were left in this namespace"
     );
 }
+
+#[test]
+fn a_thousand_hosts_come_up_and_only_neighbours_talk() {
+    // The reference stops at 99 hosts; a Linux bridge takes 1023 ports.
+    let network = Network::new("big").subnet("10.8.0.0/16").unwrap();
+    let hosts: Vec<Host> = (0..1000).map(|i| Host::new(format!("n{i}"))).collect();
+    for pair in hosts.windows(2) {
+        network.connect(&pair[0], &pair[1]).unwrap();
+    }
+    network.run().unwrap();
+    assert_eq!(network.ip(&hosts[999]), Some(Ipv4Addr::new(10, 8, 3, 232)));
+    let last = &hosts[999];
+    assert!(ping_reaches(last, network.ip(&hosts[998]).unwrap()));
+    assert!(!ping_reaches(last, network.ip(&hosts[0]).unwrap()));
+    let resolved = hosts[500].exec_shell("getent hosts n501").unwrap();
+    assert!(String::from_utf8_lossy(&resolved.stdout).starts_with("10.8.1.246"));
+}
