@@ -223,3 +223,98 @@ fn timeouts_kill_the_topology_and_name_the_hosts() {
     assert!(text.contains("timed out after 1s"), "{text}");
     assert!(text.contains("hosts still running: a, b"), "{text}");
 }
+
+#[dojjail::test(topology = plain_pair, timeout = "120s")]
+#[ignore = "hangs on purpose; run by a_killed_test_run_leaves_no_host_behind"]
+fn deliberately_hanging_long(_net: &Network) {
+    std::thread::sleep(Duration::from_secs(3600));
+}
+
+/// Pids of the processes named `dojjail-init` that descend from `ancestor`.
+fn inits_below(ancestor: u32) -> Vec<u32> {
+    let parent_of = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c == "dojjail-init\n")
+        })
+        .filter(|pid| {
+            let mut current = *pid;
+            while let Some(parent) = parent_of(current) {
+                if parent == ancestor {
+                    return true;
+                }
+                if parent <= 1 {
+                    break;
+                }
+                current = parent;
+            }
+            false
+        })
+        .collect()
+}
+
+fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn a_killed_test_run_leaves_no_host_behind() {
+    let mut run = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "deliberately_hanging_long"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut inits = Vec::new();
+    assert!(
+        eventually(|| {
+            inits = inits_below(run.id());
+            inits.len() == 2
+        }),
+        "the topology of the test came up"
+    );
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let gone = |pid: &u32| !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(
+        eventually(|| inits.iter().all(gone)),
+        "hosts outlived the killed test run: {inits:?}"
+    );
+}
+
+#[test]
+fn without_user_namespaces_a_test_fails_with_the_cause() {
+    // A user namespace of our own where the limit on nested user namespaces is 0.
+    let output = Command::new("unshare")
+        .args(["--user", "--map-root-user", "sh", "-c"])
+        .arg("echo 0 > /proc/sys/user/max_user_namespaces && exec \"$0\" --exact serves_hello")
+        .arg(std::env::current_exe().unwrap())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "the test must not pass: {text}");
+    assert!(text.contains("user namespaces are unavailable"), "{text}");
+    assert!(text.contains("sysctl"), "names the fix: {text}");
+}

@@ -452,3 +452,74 @@ fn a_machine_without_user_namespaces_gets_a_clear_error() {
     assert!(text.contains("user.max_user_namespaces is 0"), "{text}");
     assert!(text.contains("sysctl"), "names the fix: {text}");
 }
+
+/// Not a test on its own: starts a persistent host, reports its pid and returns.
+#[test]
+#[ignore = "helper process for persistent_hosts_outlive_their_controller"]
+fn persistent_helper() {
+    if std::env::var_os("DOJJAIL_TEST_PERSISTENT_HELPER").is_none() {
+        return;
+    }
+    let host = Host::new("survivor").persistent(true);
+    host.run().unwrap();
+    println!("pid: {}", host.pid().unwrap());
+}
+
+/// SIGKILLs a process when dropped, so a failing test leaves nothing running.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+#[test]
+fn persistent_hosts_outlive_their_controller() {
+    let mut helper = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "persistent_helper", "--ignored", "--nocapture"])
+        .env("DOJJAIL_TEST_PERSISTENT_HELPER", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(helper.stdout.take().unwrap()).lines();
+    let pid: i32 = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("pid: ").map(str::to_owned))
+        .expect("the helper reports its host")
+        .parse()
+        .unwrap();
+    let _cleanup = KillOnDrop(pid);
+    // The host keeps the helper's stdout open: drain it on the side, no EOF will come.
+    thread::spawn(move || lines.for_each(drop));
+    assert!(helper.wait().unwrap().success());
+    let alive =
+        || fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c == "dojjail-init\n");
+    thread::sleep(Duration::from_millis(200));
+    assert!(alive(), "the persistent host died with its controller");
+    // Killing its init takes the whole host down.
+    drop(_cleanup);
+    assert!(eventually(|| !alive()));
+}
+
+#[test]
+fn a_host_may_share_namespaces_with_its_creator() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let host =
+        Host::new("shares-net").namespaces(dojjail::Namespaces::ALL - dojjail::Namespaces::NET);
+    host.run().unwrap();
+    let reached = host
+        .exec(|| TcpStream::connect(("127.0.0.1", port)).is_ok())
+        .unwrap();
+    assert!(
+        reached,
+        "without a network namespace of its own the host shares ours"
+    );
+    assert_eq!(shell(&host, "hostname"), "shares-net\n");
+}

@@ -5,6 +5,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::host::lock;
@@ -49,7 +50,7 @@ impl WorkerPool {
         if worker.jobs.send(job).is_err() {
             return Err(Error::protocol(host, "an exec worker thread vanished"));
         }
-        match outcome.recv() {
+        match receive(&outcome) {
             Ok(result) => {
                 lock(&self.idle).push(worker);
                 Ok(result)
@@ -106,12 +107,30 @@ impl Worker {
                     let _ = ready.send(result);
                 }
                 if ok {
-                    for job in queue {
+                    while let Ok(job) = receive(&queue) {
                         job();
                     }
                 }
             })
             .map_err(|e| Error::os(host, "starting an exec thread", e))?;
         Ok(Worker { jobs })
+    }
+}
+
+/// How long a waiting side spins before it sleeps.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// Receives from `channel`, spinning for a few microseconds before sleeping. A sleeping
+/// thread woken from another CPU costs tens of microseconds on virtual machines (an idle
+/// vCPU halts into the hypervisor), more than a whole exec round trip otherwise takes.
+fn receive<T>(channel: &mpsc::Receiver<T>) -> std::result::Result<T, mpsc::RecvError> {
+    let start = Instant::now();
+    loop {
+        match channel.try_recv() {
+            Ok(value) => return Ok(value),
+            Err(mpsc::TryRecvError::Disconnected) => return Err(mpsc::RecvError),
+            Err(mpsc::TryRecvError::Empty) if start.elapsed() < SPIN => std::hint::spin_loop(),
+            Err(mpsc::TryRecvError::Empty) => return channel.recv(),
+        }
     }
 }

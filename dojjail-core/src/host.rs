@@ -585,18 +585,13 @@ impl Starting<'_> {
             .expect("present until finished or dropped")
     }
 
-    /// Maps the init's ids, releases it, and sends its configuration. While it execs and
-    /// sets up, a first exec worker enters its namespaces.
+    /// Sends the init its configuration. While it execs and sets up, a first exec worker
+    /// enters its namespaces.
     fn configure(&self, config: &Config) -> Result<()> {
         let name = self.host.name();
         let running = self.running();
         let ns = config.namespaces;
-        if ns.contains(Namespaces::USER) {
-            spawn::write_id_maps(running.pid)
-                .map_err(|e| Error::os(name, "writing the host's uid/gid maps", e))?;
-        }
         let lost = |e: std::io::Error| Error::protocol(name, e.to_string());
-        running.control.send_bytes(&[1], &[]).map_err(lost)?;
         let init_config = InitConfig {
             name: name.to_owned(),
             set_hostname: ns.contains(Namespaces::UTS),

@@ -46,6 +46,12 @@ pub fn run_test(name: &'static str, timeout: Duration) {
     // and exec.
     unsafe {
         command.pre_exec(move || {
+            // If this test thread's process dies (SIGKILL, a crash), the test process and
+            // with it the whole topology die too. This thread waits for the test process
+            // until it ends, so the signal cannot fire early.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             // dup2 onto itself would keep close-on-exec set: clear it by hand then.
             let result = if report_fd == REPORT_FD {
                 libc::fcntl(REPORT_FD, libc::F_SETFD, 0)

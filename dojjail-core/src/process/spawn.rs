@@ -87,8 +87,8 @@ fn current_exe() -> io::Result<RawFd> {
     }
 }
 
-/// Starts an init in new `namespaces`. The child waits on its control channel until the
-/// caller has written its id maps and sent one byte, then re-executes this binary.
+/// Starts an init in new `namespaces`: clones it, writes its id maps (when it has a user
+/// namespace of its own) and releases it to re-execute this binary.
 ///
 /// The child is cloned with CLONE_VM, like posix_spawn: it shares our memory instead of
 /// copying it, which spares the page-table copy, the copy-on-write faults in this process
@@ -130,13 +130,38 @@ pub(crate) fn clone_init(namespaces: Namespaces, persistent: bool) -> io::Result
         }),
     };
     let flags = namespaces.clone_flags();
-    let (pid, pidfd, launch) = on_spawner_thread(move || {
+    let (pid, pidfd, launch, control) = on_spawner_thread(move || {
         let mut launch = launch;
         // SAFETY: the child runs `child_main`, which only makes raw system calls and reads
         // the launch block, which the caller keeps alive until the child has exec'd.
-        let result = unsafe { clone_child(flags, &mut launch) };
+        let (pid, pidfd) = unsafe { clone_child(flags, &mut launch) }?;
         drop(child_control);
-        result.map(|(pid, pidfd)| (pid, pidfd, launch))
+        // Release the child from this same thread: a hand-off to the caller first would
+        // add a wake-up before the child can exec.
+        let released = (|| {
+            if flags.contains(CloneFlags::CLONE_NEWUSER) {
+                write_id_maps(pid)?;
+            }
+            control.send_bytes(&[1], &[])
+        })();
+        match released {
+            Ok(()) => Ok((pid, pidfd, launch, control)),
+            Err(error) => {
+                // The child is still waiting for its go byte: end it before its memory goes.
+                // SAFETY: signalling and reaping our own child through its pidfd.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        pidfd.as_raw_fd(),
+                        libc::SIGKILL,
+                        0,
+                        0,
+                    );
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+                Err(error)
+            }
+        }
     })?;
     Ok(StartedInit {
         pid,
@@ -282,7 +307,7 @@ fn on_spawner_thread<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static
 }
 
 /// Writes the id maps of a child in a new user namespace: its root is our own uid/gid.
-pub(crate) fn write_id_maps(pid: i32) -> io::Result<()> {
+fn write_id_maps(pid: i32) -> io::Result<()> {
     let uid = nix::unistd::geteuid();
     let gid = nix::unistd::getegid();
     std::fs::write(format!("/proc/{pid}/uid_map"), format!("0 {uid} 1"))?;
