@@ -55,6 +55,8 @@ struct ExecPlan {
     envp_ptrs: Vec<*const libc::c_char>,
     child_control: RawFd,
     death_signal: bool,
+    /// The open-file limit this process started with, restored in the child.
+    nofile: libc::rlimit64,
 }
 
 // SAFETY: the raw pointers point into the CStrings owned by the same plan, which are never
@@ -97,6 +99,7 @@ fn current_exe() -> io::Result<RawFd> {
 /// only (no errno, no locks), and reads nothing but the [`LaunchBlock`].
 pub(crate) fn clone_init(namespaces: Namespaces, persistent: bool) -> io::Result<StartedInit> {
     let exe = current_exe()?;
+    let nofile = raise_open_file_limit();
     let (control, child_control) = Channel::pair()?;
     let child_control = move_high(child_control.into_fd())?;
     let mut envp: Vec<CString> = std::env::vars_os()
@@ -127,6 +130,7 @@ pub(crate) fn clone_init(namespaces: Namespaces, persistent: bool) -> io::Result
             _envp: envp,
             child_control: child_control.as_raw_fd(),
             death_signal: !persistent,
+            nofile,
         }),
     };
     let flags = namespaces.clone_flags();
@@ -171,6 +175,30 @@ pub(crate) fn clone_init(namespaces: Namespaces, persistent: bool) -> io::Result
     })
 }
 
+/// Raises this process's soft limit on open files to the hard limit, once, and returns the
+/// limits it had before. The controller holds two descriptors per host; the usual soft
+/// limit of 1024 would stop a network at about 500 hosts.
+fn raise_open_file_limit() -> libc::rlimit64 {
+    static ORIGINAL: OnceLock<libc::rlimit64> = OnceLock::new();
+    *ORIGINAL.get_or_init(|| {
+        let mut limit = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit64/setrlimit64 read and write the struct we pass.
+        unsafe {
+            if libc::getrlimit64(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+                let raised = libc::rlimit64 {
+                    rlim_cur: limit.rlim_max,
+                    rlim_max: limit.rlim_max,
+                };
+                libc::setrlimit64(libc::RLIMIT_NOFILE, &raised);
+            }
+        }
+        limit
+    })
+}
+
 fn move_high(fd: OwnedFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that we own.
     let high = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
@@ -208,6 +236,18 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
     let plan = unsafe { &*(plan as *const ExecPlan) };
     // SAFETY: raw system calls on our own descriptors and the plan's C strings.
     unsafe {
+        // Hosts see the open-file limit their creator started with, not the raised one.
+        raw::syscall(
+            libc::SYS_prlimit64,
+            [
+                0,
+                libc::RLIMIT_NOFILE as usize,
+                &plan.nofile as *const libc::rlimit64 as usize,
+                0,
+                0,
+                0,
+            ],
+        );
         if plan.death_signal {
             raw::syscall(
                 libc::SYS_prctl,
