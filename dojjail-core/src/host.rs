@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -119,8 +119,6 @@ pub(crate) struct Running {
     control: Channel,
     /// Which namespaces the host has of its own.
     namespaces: Namespaces,
-    /// Memory the init reads until it has exec'd; dropped once it is ready (or reaped).
-    launch: Option<spawn::LaunchBlock>,
 }
 
 impl Host {
@@ -287,7 +285,6 @@ impl Host {
             pid,
             pidfd,
             control,
-            launch,
         } = spawn::clone_init(namespaces, config.persistent).map_err(|e| {
             let refused = matches!(
                 e.raw_os_error(),
@@ -304,7 +301,6 @@ impl Host {
             pidfd,
             control,
             namespaces,
-            launch: Some(launch),
         })
     }
 
@@ -633,9 +629,7 @@ impl Starting<'_> {
         if let Some((entrypoint, args)) = self.entrypoint.clone() {
             self.host.start_main(self.running(), entrypoint, args)?;
         }
-        let mut running = self.running.take().expect("present until finished");
-        // The init answered, so it has exec'd: the launch memory is free.
-        running.launch = None;
+        let running = self.running.take().expect("present until finished");
         *self.state = State::Running(Arc::new(running));
         Ok(())
     }
@@ -730,36 +724,29 @@ impl Running {
         let _ = self.wait_exit();
     }
 
-    /// Blocks until the init has exited and describes how.
+    /// Blocks until the init has exited. (The init is a zygote's child, not ours: its
+    /// pidfd turns readable when it exits, and the zygote reaps it.)
     fn wait_exit(&self) -> String {
-        loop {
-            match waitid(Id::PIDFd(self.pidfd.as_fd()), WaitPidFlag::WEXITED) {
-                Err(nix::Error::EINTR) => continue,
-                Ok(status) => return describe_wait(status),
-                Err(_) => return "already reaped".into(),
-            }
-        }
+        while !self.exited(PollTimeout::NONE) {}
+        "its init exited".into()
     }
 
-    /// `None` while the init runs; how it ended otherwise (reaping it).
+    /// `None` while the init runs.
     fn exit_status(&self) -> Option<String> {
-        match waitid(
-            Id::PIDFd(self.pidfd.as_fd()),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
-        ) {
-            Ok(WaitStatus::StillAlive) => None,
-            Ok(status) => Some(describe_wait(status)),
-            Err(_) => Some("its init was reaped".into()),
-        }
+        self.exited(PollTimeout::ZERO)
+            .then(|| "its init exited".to_owned())
     }
-}
 
-fn describe_wait(status: WaitStatus) -> String {
-    match status {
-        WaitStatus::Exited(_, 0) => "its main process ended".into(),
-        WaitStatus::Exited(_, code) => format!("its init exited with status {code}"),
-        WaitStatus::Signaled(_, signal, _) => format!("its init was killed by {signal}"),
-        other => format!("{other:?}"),
+    /// Whether the init has exited, waiting at most `timeout` to find out.
+    fn exited(&self, timeout: PollTimeout) -> bool {
+        let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(nix::Error::EINTR) => false,
+            // A pidfd that cannot be polled belongs to nothing that runs.
+            Err(_) => true,
+        }
     }
 }
 

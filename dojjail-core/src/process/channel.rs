@@ -42,6 +42,10 @@ impl Channel {
         self.fd.as_raw_fd()
     }
 
+    pub(crate) fn as_fd_borrowed(&self) -> BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.fd)
+    }
+
     pub(crate) fn into_fd(self) -> OwnedFd {
         self.fd
     }

@@ -10,11 +10,11 @@ use std::os::fd::FromRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::message::EntrypointOutcome;
-use super::{init, registry, spawn};
+use super::{init, registry, spawn, zygote};
 
 /// The environment variable naming the role of a re-executed process.
 pub const ROLE_ENV: &str = "DOJJAIL_ROLE";
-pub(crate) const ROLE_INIT: &str = "init";
+pub(crate) const ROLE_ZYGOTE: &str = "zygote";
 pub(crate) const ROLE_ENTRYPOINT: &str = "entrypoint";
 pub(crate) const ENTRYPOINT_ENV: &str = "DOJJAIL_ENTRYPOINT";
 pub(crate) const ARGS_ENV: &str = "DOJJAIL_ARGS";
@@ -42,10 +42,10 @@ fn dojjail_before_main() {
     };
     // SAFETY: constructors run before main, while the process is single-threaded.
     unsafe { std::env::remove_var(ROLE_ENV) };
-    if role == ROLE_INIT {
-        // SAFETY: the spawner placed the control channel at this descriptor for us alone.
-        let control = unsafe { init::control_from_raw(spawn::INIT_CONTROL_FD) };
-        init::run(control);
+    if role == ROLE_ZYGOTE {
+        // SAFETY: the launcher placed the channel at this descriptor for us alone.
+        let channel = unsafe { init::control_from_raw(spawn::INIT_CONTROL_FD) };
+        zygote::run(channel);
     } else if role == ROLE_ENTRYPOINT {
         run_entrypoint();
     } else if let Some(handler) = inventory::iter::<RoleHandler>

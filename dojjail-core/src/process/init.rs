@@ -333,21 +333,34 @@ extern "C" fn spawned_child_main(plan: *mut libc::c_void) -> libc::c_int {
     let plan = unsafe { &*(plan as *const ChildPlan) };
     // SAFETY: raw system calls on descriptors and strings the plan owns.
     unsafe {
+        // Move every descriptor we read from above every target first (sources, the
+        // binary, the status pipe), so no target overwrites one of them.
+        let count = plan.fds.len();
+        let base = 64 + count;
+        let high = |fd: RawFd, slot: usize| {
+            raw::syscall(
+                libc::SYS_dup3,
+                [fd as usize, base + slot, libc::O_CLOEXEC as usize, 0, 0, 0],
+            )
+        };
+        let status_pipe = high(plan.status_pipe, count + 1);
         let fail = |errno: isize| -> ! {
             let bytes = (errno as i32).to_ne_bytes();
-            raw::syscall(
-                libc::SYS_write,
-                [
-                    plan.status_pipe as usize,
-                    bytes.as_ptr() as usize,
-                    4,
-                    0,
-                    0,
-                    0,
-                ],
-            );
+            let pipe = if status_pipe >= 0 {
+                status_pipe as usize
+            } else {
+                plan.status_pipe as usize
+            };
+            raw::syscall(libc::SYS_write, [pipe, bytes.as_ptr() as usize, 4, 0, 0, 0]);
             raw::exit(127)
         };
+        if status_pipe < 0 {
+            fail(-status_pipe);
+        }
+        let exe = high(plan.exe, count);
+        if exe < 0 {
+            fail(-exe);
+        }
         // The init blocks SIGCHLD for its signalfd; exec would keep that mask.
         let empty: u64 = 0;
         raw::syscall(
@@ -361,18 +374,13 @@ extern "C" fn spawned_child_main(plan: *mut libc::c_void) -> libc::c_int {
                 0,
             ],
         );
-        // Move every source above every target first, so no target overwrites a source.
-        let base = 64 + plan.fds.len();
         for (i, fd) in plan.fds.iter().enumerate() {
-            let moved = raw::syscall(
-                libc::SYS_dup3,
-                [*fd as usize, base + i, libc::O_CLOEXEC as usize, 0, 0, 0],
-            );
+            let moved = high(*fd, i);
             if moved < 0 {
                 fail(-moved);
             }
         }
-        for target in 0..plan.fds.len() {
+        for target in 0..count {
             let result = raw::syscall(libc::SYS_dup3, [base + target, target, 0, 0, 0, 0]);
             if result < 0 {
                 fail(-result);
@@ -391,7 +399,7 @@ extern "C" fn spawned_child_main(plan: *mut libc::c_void) -> libc::c_int {
                 let result = raw::syscall(
                     libc::SYS_execveat,
                     [
-                        plan.exe as usize,
+                        exe as usize,
                         c"".as_ptr() as usize,
                         argv,
                         envp,

@@ -9,3 +9,4 @@ pub(crate) mod message;
 mod raw;
 pub(crate) mod registry;
 pub(crate) mod spawn;
+mod zygote;

@@ -12,8 +12,8 @@ use std::{io, ptr, thread};
 use nix::sched::CloneFlags;
 
 use super::channel::Channel;
-use super::dispatch::{ROLE_ENV, ROLE_INIT};
-use super::raw;
+use super::dispatch::ROLE_ENV;
+use super::{raw, zygote};
 use crate::ns::Namespaces;
 
 /// The descriptor number of the control channel inside a freshly started init.
@@ -26,13 +26,10 @@ pub(crate) struct StartedInit {
     pub pid: i32,
     pub pidfd: OwnedFd,
     pub control: Channel,
-    /// What the child reads until it has exec'd: free it only once the init has answered
-    /// (or is dead).
-    pub launch: LaunchBlock,
 }
 
-/// Memory the child uses between clone and exec. The child shares our address space
-/// (CLONE_VM), so this must outlive its exec; it moves with the [`StartedInit`].
+/// Memory a launched child uses between clone and exec. The child shares our address space
+/// (CLONE_VM), so this must outlive its exec.
 pub(crate) struct LaunchBlock {
     stack: Vec<u8>,
     /// Boxed: the child holds its address while the block moves between threads.
@@ -89,15 +86,53 @@ fn current_exe() -> io::Result<RawFd> {
     }
 }
 
-/// Starts an init in new `namespaces`: clones it, writes its id maps (when it has a user
-/// namespace of its own) and releases it to re-execute this binary.
-///
-/// The child is cloned with CLONE_VM, like posix_spawn: it shares our memory instead of
-/// copying it, which spares the page-table copy, the copy-on-write faults in this process
-/// and the teardown of the copy at exec (a third of the cost of a host start in a
-/// controller with many threads). It runs on a stack of its own, makes raw system calls
-/// only (no errno, no locks), and reads nothing but the [`LaunchBlock`].
+/// Starts an init in new `namespaces`: a zygote forks it (see [`zygote`]), then this
+/// thread writes its id maps (when it has a user namespace of its own) and releases it.
 pub(crate) fn clone_init(namespaces: Namespaces, persistent: bool) -> io::Result<StartedInit> {
+    let (control, child_control) = Channel::pair()?;
+    let flags = namespaces.clone_flags();
+    let (pid, pidfd) = zygote::fork_init(flags, persistent, child_control)?;
+    let released = (|| {
+        if flags.contains(CloneFlags::CLONE_NEWUSER) {
+            write_id_maps(pid)?;
+        }
+        control.send_bytes(&[1], &[])
+    })();
+    if let Err(error) = released {
+        // SAFETY: signalling the init through its pidfd; no memory is passed.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                0,
+                0,
+            );
+        }
+        return Err(error);
+    }
+    Ok(StartedInit {
+        pid,
+        pidfd,
+        control,
+    })
+}
+
+/// A freshly launched re-execution of this binary.
+pub(crate) struct Launched {
+    pub pidfd: OwnedFd,
+    /// Our end of the channel the child finds at [`INIT_CONTROL_FD`].
+    pub control: Channel,
+    /// Must outlive the child's exec.
+    pub _launch: LaunchBlock,
+}
+
+/// Launches this binary again as a process playing `role`, from a long-lived thread, dying
+/// with this process. The child is cloned with CLONE_VM, like posix_spawn: it shares our
+/// memory instead of copying it (no page-table copy, no copy-on-write faults here, no
+/// teardown at exec), runs on a stack of its own, makes raw system calls only (no errno,
+/// no locks), and reads nothing but the [`LaunchBlock`].
+pub(crate) fn launch(role: &str, argv0: &str) -> io::Result<Launched> {
     let exe = current_exe()?;
     let nofile = raise_open_file_limit();
     let (control, child_control) = Channel::pair()?;
@@ -111,8 +146,8 @@ pub(crate) fn clone_init(namespaces: Namespaces, persistent: bool) -> io::Result
             CString::new(entry).expect("environment entries hold no NUL")
         })
         .collect();
-    envp.push(CString::new(format!("{ROLE_ENV}={ROLE_INIT}")).expect("no NUL"));
-    let argv = vec![CString::new("dojjail-init").expect("no NUL")];
+    envp.push(CString::new(format!("{ROLE_ENV}={role}")).expect("no NUL"));
+    let argv = vec![CString::new(argv0).expect("no NUL")];
     let pointers = |strings: &[CString]| {
         strings
             .iter()
@@ -129,49 +164,24 @@ pub(crate) fn clone_init(namespaces: Namespaces, persistent: bool) -> io::Result
             _argv: argv,
             _envp: envp,
             child_control: child_control.as_raw_fd(),
-            death_signal: !persistent,
+            death_signal: true,
             nofile,
         }),
     };
-    let flags = namespaces.clone_flags();
-    let (pid, pidfd, launch, control) = on_spawner_thread(move || {
+    let (_pid, pidfd, launch) = on_spawner_thread(move || {
         let mut launch = launch;
         // SAFETY: the child runs `child_main`, which only makes raw system calls and reads
         // the launch block, which the caller keeps alive until the child has exec'd.
-        let (pid, pidfd) = unsafe { clone_child(flags, &mut launch) }?;
+        let (pid, pidfd) = unsafe { clone_child(CloneFlags::empty(), &mut launch) }?;
         drop(child_control);
-        // Release the child from this same thread: a hand-off to the caller first would
-        // add a wake-up before the child can exec.
-        let released = (|| {
-            if flags.contains(CloneFlags::CLONE_NEWUSER) {
-                write_id_maps(pid)?;
-            }
-            control.send_bytes(&[1], &[])
-        })();
-        match released {
-            Ok(()) => Ok((pid, pidfd, launch, control)),
-            Err(error) => {
-                // The child is still waiting for its go byte: end it before its memory goes.
-                // SAFETY: signalling and reaping our own child through its pidfd.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_pidfd_send_signal,
-                        pidfd.as_raw_fd(),
-                        libc::SIGKILL,
-                        0,
-                        0,
-                    );
-                    libc::waitpid(pid, std::ptr::null_mut(), 0);
-                }
-                Err(error)
-            }
-        }
+        Ok::<_, io::Error>((pid, pidfd, launch))
     })?;
-    Ok(StartedInit {
-        pid,
+    // Release it: nothing to map, it shares our user namespace.
+    control.send_bytes(&[1], &[])?;
+    Ok(Launched {
         pidfd,
         control,
-        launch,
+        _launch: launch,
     })
 }
 

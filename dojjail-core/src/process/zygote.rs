@@ -1,0 +1,189 @@
+//! Zygotes: small re-executions of this binary that fork hosts' inits.
+//!
+//! A zygote is started once (per core) and stays single-threaded, so it may fork and run
+//! Rust in the child: each init is a fork of a zygote, not a new exec of the binary. That
+//! spares every host start the exec, the dynamic loader and the runtime's start-up (about
+//! a millisecond), and the inits share the zygote's pages, so an idle host costs less
+//! memory. The controlling process itself never forks: it is multithreaded.
+//!
+//! Life and death: a zygote dies with the controller (parent-death signal, from a thread
+//! that lives as long as the process), and an init dies with its zygote unless it is
+//! persistent. Zygotes reap their inits at once (SIGCHLD ignored); the controller follows
+//! an init through its pidfd.
+
+use std::io;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use nix::sched::CloneFlags;
+use serde::{Deserialize, Serialize};
+
+use super::channel::Channel;
+use super::spawn::{self, Launched};
+use super::{dispatch, init};
+
+/// A request to a zygote: fork an init in new namespaces. Attached: the init's end of its
+/// control channel.
+#[derive(Debug, Serialize, Deserialize)]
+struct ForkRequest {
+    flags: i32,
+    persistent: bool,
+}
+
+/// The zygote's answer. Attached to `Forked`: the init's pidfd.
+#[derive(Debug, Serialize, Deserialize)]
+enum ForkReply {
+    Forked { pid: i32 },
+    Failed { errno: i32 },
+}
+
+/// Forks an init with `flags` through one of the zygotes (started on first use, restarted
+/// if it died) and returns its pid and pidfd. The init waits on `control` for its go byte.
+pub(crate) fn fork_init(
+    flags: CloneFlags,
+    persistent: bool,
+    control: Channel,
+) -> io::Result<(i32, OwnedFd)> {
+    static ZYGOTES: OnceLock<Vec<Mutex<Option<Launched>>>> = OnceLock::new();
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let zygotes = ZYGOTES.get_or_init(|| {
+        // One per core: cloning a network namespace is a millisecond of kernel work that
+        // two zygotes do side by side.
+        let count = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+        (0..count).map(|_| Mutex::new(None)).collect()
+    });
+    let slot = &zygotes[NEXT.fetch_add(1, Ordering::Relaxed) % zygotes.len()];
+    let mut zygote = slot.lock().unwrap_or_else(|e| e.into_inner());
+    let request = ForkRequest {
+        flags: flags.bits(),
+        persistent,
+    };
+    // A zygote that died (killed from outside) is replaced once.
+    for attempt in 0..2 {
+        if zygote.is_none() {
+            *zygote = Some(spawn::launch(dispatch::ROLE_ZYGOTE, "dojjail-zygote")?);
+        }
+        let channel = &zygote.as_ref().expect("started above").control;
+        let answer = channel
+            .send(&request, &[control.as_fd_borrowed()])
+            .and_then(|()| channel.recv::<ForkReply>());
+        match answer {
+            Ok(Some((ForkReply::Forked { pid }, mut fds))) if fds.len() == 1 => {
+                return Ok((pid, fds.remove(0)));
+            }
+            Ok(Some((ForkReply::Failed { errno }, _))) => {
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+            Ok(Some(_)) => return Err(io::Error::other("zygote sent a malformed reply")),
+            Ok(None) | Err(_) if attempt == 0 => {
+                if let Some(dead) = zygote.take() {
+                    // Reap it (it is our child) before starting its successor.
+                    let _ = nix::sys::wait::waitid(
+                        nix::sys::wait::Id::PIDFd(dead.pidfd.as_fd()),
+                        nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOHANG,
+                    );
+                }
+            }
+            Ok(None) => return Err(io::Error::other("the zygote exited")),
+            Err(error) => return Err(error),
+        }
+    }
+    unreachable!("the loop returns on its second attempt")
+}
+
+/// The zygote's main loop: serves fork requests until the controller goes away.
+pub(crate) fn run(channel: Channel) -> ! {
+    let _ = nix::sys::prctl::set_name(c"dojjail-zygote");
+    // Inits are reaped at once; the controller watches them through pidfds.
+    // SAFETY: changing a signal disposition has no memory preconditions.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    loop {
+        let (request, fds) = match channel.recv::<ForkRequest>() {
+            Ok(Some(message)) => message,
+            // The controller is gone (or talks nonsense): so are we.
+            _ => {
+                // SAFETY: leaving without running the controller program's atexit handlers.
+                unsafe { libc::_exit(0) }
+            }
+        };
+        let reply = match fds.into_iter().next() {
+            Some(control) => fork(&request, control, &channel),
+            None => Err(libc::EBADF),
+        };
+        let sent = match reply {
+            Ok((pid, pidfd)) => channel.send(&ForkReply::Forked { pid }, &[pidfd.as_fd()]),
+            Err(errno) => channel.send(&ForkReply::Failed { errno }, &[]),
+        };
+        if sent.is_err() {
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) }
+        }
+    }
+}
+
+/// Forks one init. The zygote is single-threaded, so the child may run Rust: it becomes
+/// the init and never returns.
+fn fork(request: &ForkRequest, control: OwnedFd, zygote: &Channel) -> Result<(i32, OwnedFd), i32> {
+    let mut pidfd: libc::c_int = -1;
+    let mut args = CloneArgs {
+        flags: request.flags as u32 as u64 | libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without CLONE_VM and without a stack forks this single-threaded
+    // process; `args` outlives the call.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
+    }
+    if pid > 0 {
+        // SAFETY: CLONE_PIDFD stored a descriptor that we now own.
+        return Ok((pid as i32, unsafe { OwnedFd::from_raw_fd(pidfd) }));
+    }
+    // The child: the host's init from here on.
+    // SAFETY: plain system calls in a fresh single-threaded child.
+    unsafe {
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        if !request.persistent {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        }
+        // The zygote's channel is not the init's business; if the init kept it, the
+        // controller could not tell that the zygote died.
+        libc::close(zygote.as_raw_fd());
+    }
+    let control = Channel::from_fd(control);
+    // Wait for the controller to map our ids; EOF means it gave up on us.
+    let mut go = [0u8; 1];
+    match control.recv_bytes(&mut go) {
+        Ok(Some((1, _))) => init::run(control),
+        // SAFETY: leaving the forked copy without running the zygote's destructors.
+        _ => unsafe { libc::_exit(1) },
+    }
+}
+
+/// `struct clone_args` of clone3(2); the libc crate does not define it for glibc targets.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
