@@ -123,7 +123,13 @@ const SPIN: Duration = Duration::from_micros(50);
 /// Receives from `channel`, spinning for a few microseconds before sleeping. A sleeping
 /// thread woken from another CPU costs tens of microseconds on virtual machines (an idle
 /// vCPU halts into the hypervisor), more than a whole exec round trip otherwise takes.
+///
+/// A thread allowed on a single CPU does not spin: it would only keep the other side, which
+/// needs that CPU, from running.
 fn receive<T>(channel: &mpsc::Receiver<T>) -> std::result::Result<T, mpsc::RecvError> {
+    if !may_spin() {
+        return channel.recv();
+    }
     let start = Instant::now();
     loop {
         match channel.try_recv() {
@@ -133,4 +139,15 @@ fn receive<T>(channel: &mpsc::Receiver<T>) -> std::result::Result<T, mpsc::RecvE
             Err(mpsc::TryRecvError::Empty) => return channel.recv(),
         }
     }
+}
+
+/// Whether the calling thread may run on more than one CPU now (a system call: cheap
+/// next to a sleep, and a thread's affinity can change at any time).
+fn may_spin() -> bool {
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).is_ok_and(|set| {
+        (0..nix::sched::CpuSet::count())
+            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+            .nth(1)
+            .is_some()
+    })
 }

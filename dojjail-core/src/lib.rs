@@ -29,7 +29,7 @@ pub use process::registry::Entrypoint;
 pub mod __private {
     pub use crate::host::capture_output;
     pub use crate::ns::become_namespace_root;
-    pub use crate::process::dispatch::{RoleHandler, ROLE_ENV};
+    pub use crate::process::dispatch::{panic_message, RoleHandler, ROLE_ENV};
     pub use crate::process::registry::{Entrypoint, EntrypointRegistration};
     pub use inventory;
     pub use serde_json;

@@ -491,33 +491,15 @@ impl Network {
     /// Starts the hosts of `new` on a few threads at once; on each, every init is cloned
     /// first and then awaited, so their set-up overlaps too.
     fn start_hosts(&self, state: &State, new: &[usize]) -> Result<()> {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
-        let chunk = new.len().div_ceil(threads).max(8);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = new
-                .chunks(chunk)
-                .map(|indices| {
-                    scope.spawn(move || -> Result<()> {
-                        let mut starting = Vec::with_capacity(indices.len());
-                        for &index in indices {
-                            starting.extend(state.members[index].host.begin_run()?);
-                        }
-                        for host in starting {
-                            host.finish()?;
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|worker| {
-                    worker
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect::<Result<Vec<()>>>()
-                .map(|_| ())
+        in_chunks(new, |indices| {
+            let mut starting = Vec::with_capacity(indices.len());
+            for &index in indices {
+                starting.extend(state.members[index].host.begin_run()?);
+            }
+            for host in starting {
+                host.finish()?;
+            }
+            Ok(())
         })
     }
 

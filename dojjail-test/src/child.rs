@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use dojjail_core::__private::{become_namespace_root, capture_output, RoleHandler};
+use dojjail_core::__private::{become_namespace_root, capture_output, panic_message, RoleHandler};
 use dojjail_core::Network;
 
 use crate::registration::TestRegistration;
@@ -72,7 +72,7 @@ fn run_test_process() -> ! {
     let outcome = match catch_unwind(AssertUnwindSafe(|| (test.body)(&network))) {
         Ok(Ok(())) => Outcome::Passed,
         Ok(Err(message)) => Outcome::Failed(message),
-        Err(panic) => Outcome::Failed(panic_text(&*panic)),
+        Err(panic) => Outcome::Failed(panic_message(&*panic)),
     };
     let hosts_output = network
         .hosts()
@@ -95,19 +95,9 @@ fn run_test_process() -> ! {
 /// Calls the topology function and runs the network it returns.
 fn build(test: &TestRegistration) -> Result<Network, String> {
     let network = catch_unwind(test.topology)
-        .map_err(|panic| format!("the topology function panicked: {}", panic_text(&*panic)))?;
+        .map_err(|panic| format!("the topology function panicked: {}", panic_message(&*panic)))?;
     network
         .run()
         .map_err(|error| format!("the topology did not start: {error}"))?;
     Ok(network)
-}
-
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        (*message).to_owned()
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
-    }
 }
