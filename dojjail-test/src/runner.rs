@@ -75,11 +75,7 @@ pub fn run_test(name: &'static str, timeout: Duration) {
             Report::Started { hosts, topology } => Some((hosts, topology)),
             _ => None,
         });
-        // SIGKILL the test process's group: the hosts die with it (parent-death signal).
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-        let _ = child.wait();
-        echo(stdout, stderr);
+        // Which hosts still run, looked at before anything is killed.
         let (running, topology) = match started {
             Some((hosts, topology)) => {
                 let alive: Vec<String> = hosts
@@ -94,6 +90,11 @@ pub fn run_test(name: &'static str, timeout: Duration) {
                 String::new(),
             ),
         };
+        // SIGKILL the test process's group: the hosts die with it (parent-death signal).
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        let _ = child.wait();
+        echo(stdout, stderr);
         panic!(
             "dojjail: test {name} timed out after {timeout:?} and was killed with its topology; \
              hosts still running: {running}\n{}",
