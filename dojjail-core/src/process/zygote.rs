@@ -49,9 +49,12 @@ pub(crate) fn fork_init(
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let zygotes = ZYGOTES.get_or_init(|| {
         // One per core: cloning a network namespace is a millisecond of kernel work that
-        // two zygotes do side by side.
+        // two zygotes do side by side. All start now, so they warm up together: launching
+        // returns once the child is cloned, and it execs and starts up on its own.
         let count = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
-        (0..count).map(|_| Mutex::new(None)).collect()
+        (0..count)
+            .map(|_| Mutex::new(spawn::launch(dispatch::ROLE_ZYGOTE, "dojjail-zygote").ok()))
+            .collect()
     });
     let slot = &zygotes[NEXT.fetch_add(1, Ordering::Relaxed) % zygotes.len()];
     let mut zygote = slot.lock().unwrap_or_else(|e| e.into_inner());
