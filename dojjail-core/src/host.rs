@@ -500,6 +500,11 @@ impl Host {
         lock(&self.inner.log).clone()
     }
 
+    /// A number that identifies the host for as long as it exists (for lock ordering).
+    pub(crate) fn address(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
     /// Whether both handles are the same host.
     pub(crate) fn same_as(&self, other: &Host) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
@@ -598,9 +603,11 @@ impl Starting<'_> {
         };
         running.control.send(&init_config, &[]).map_err(lost)?;
         // The namespaces exist as soon as clone returns: a worker can enter them while the
-        // init execs and sets up (mounts made later show in the same mount namespace).
-        let namespaces = running.open_namespaces(name)?;
-        self.host.inner.workers.prestart(name, namespaces);
+        // init sets up (mounts made later show in the same mount namespace). If the init
+        // failed already, `finish` reads why from its report.
+        if let Ok(namespaces) = running.open_namespaces(name) {
+            self.host.inner.workers.prestart(name, namespaces);
+        }
         Ok(())
     }
 
@@ -700,8 +707,17 @@ impl Running {
     /// Opens handles on the host's namespaces (the init is our unreaped child, so its pid
     /// cannot have been reused).
     pub(crate) fn open_namespaces(&self, host: &str) -> Result<NamespaceFds> {
-        NamespaceFds::open(self.pid, self.namespaces)
-            .map_err(|e| Error::os(host, "opening the host's namespaces", e))
+        let fds = NamespaceFds::open(self.pid, self.namespaces)
+            .map_err(|e| Error::os(host, "opening the host's namespaces", e))?;
+        // The zygote reaps inits at once, so the pid could name another process by now:
+        // the handles count only if the init still runs after they were opened.
+        if self.exited(PollTimeout::ZERO) {
+            return Err(Error::Stopped {
+                host: host.to_owned(),
+                reason: "its init exited".into(),
+            });
+        }
+        Ok(fds)
     }
 
     /// Asks the init to signal one of its children.
@@ -776,7 +792,13 @@ fn is_listening(pid: i32, port: u16) -> bool {
     const LISTEN: &str = "0A";
     ["tcp", "tcp6"]
         .iter()
-        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
+        .filter_map(|table| {
+            let mut text = String::new();
+            crate::ns::open_proc(&format!("{pid}/net/{table}"), false)
+                .and_then(|mut file| std::io::Read::read_to_string(&mut file, &mut text))
+                .ok()?;
+            Some(text)
+        })
         .any(|table| {
             table.lines().skip(1).any(|line| {
                 let mut fields = line.split_whitespace();

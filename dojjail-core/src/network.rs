@@ -491,7 +491,12 @@ impl Network {
     /// Starts the hosts of `new` on a few threads at once; on each, every init is cloned
     /// first and then awaited, so their set-up overlaps too.
     fn start_hosts(&self, state: &State, new: &[usize]) -> Result<()> {
-        in_chunks(new, |indices| {
+        // Each chunk holds its hosts' locks from the first half of the start to the second:
+        // taking them in one global order keeps two networks that share hosts, started at
+        // once, from deadlocking.
+        let mut new = new.to_vec();
+        new.sort_by_key(|&index| state.members[index].host.address());
+        in_chunks(&new, |indices| {
             let mut starting = Vec::with_capacity(indices.len());
             for &index in indices {
                 starting.extend(state.members[index].host.begin_run()?);
@@ -514,15 +519,16 @@ impl Network {
             let member = &state.members[index];
             let running = member.host.running()?;
             // Held only until the batch is sent: the kernel resolves it in the request.
-            let netns = File::open(format!("/proc/{}/ns/net", running.pid)).map_err(|e| {
-                self.netlink(
-                    &format!(
-                        "opening the network namespace of host {:?}",
-                        member.host.name()
-                    ),
-                    e,
-                )
-            })?;
+            let netns =
+                crate::ns::open_proc(&format!("{}/ns/net", running.pid), false).map_err(|e| {
+                    self.netlink(
+                        &format!(
+                            "opening the network namespace of host {:?}",
+                            member.host.name()
+                        ),
+                        e,
+                    )
+                })?;
             let k = member.host.allocate_interface();
             live.route.push(
                 link::new_veth_port(

@@ -34,6 +34,11 @@ fn run_test_process() -> ! {
     capture_output(true);
     // SAFETY: the runner placed the report memfd at this descriptor for us.
     let mut report = unsafe { File::from_raw_fd(REPORT_FD) };
+    // Processes the test starts must not inherit it.
+    let _ = nix::fcntl::fcntl(
+        &report,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
     let mut send = |line: &Report| {
         let mut bytes = serde_json::to_vec(line).expect("reports serialize");
         bytes.push(b'\n');

@@ -101,6 +101,11 @@ pub fn run_test(name: &'static str, timeout: Duration) {
             section("topology", &topology)
         );
     }
+    // Whatever of the test is left (a persistent host, say) ends with it: nothing outlives
+    // a test, and nothing keeps its output pipes open. The test process has exited but is
+    // not reaped yet, so its process group id cannot have been reused.
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
     let status = child.wait().expect("dojjail: waiting for the test process");
     echo(stdout, stderr);
     let finished = read_reports(&report).into_iter().find_map(|r| match r {

@@ -4,7 +4,7 @@
 //! single-threaded (unshare(2): EINVAL otherwise), so it happens in a constructor that runs
 //! before `main` and before any test harness starts threads.
 
-use std::fs;
+use std::fs::{self, File};
 use std::sync::OnceLock;
 
 use nix::sched::{unshare, CloneFlags};
@@ -25,9 +25,42 @@ const FIX: &str = "run as root, or let ordinary users create user namespaces: \
     container with a seccomp profile that allows unshare, setns and sethostname \
     (see the README's Docker section)";
 
+/// This process's own `/proc`, opened before `main`. Threads that entered a host's mount
+/// namespace see the host's `/proc` under that path, where the controller's pids mean
+/// nothing (or another process): everything that names a host's init by pid goes through
+/// this handle instead.
+static PROC: OnceLock<std::io::Result<File>> = OnceLock::new();
+
+/// Opens `path` (like `"1234/ns/net"`) relative to this process's own `/proc`, for reading
+/// or, with `write`, for writing.
+pub(crate) fn open_proc(path: &str, write: bool) -> std::io::Result<File> {
+    use std::os::fd::{AsFd, FromRawFd, IntoRawFd};
+    let proc = PROC.get_or_init(open_own_proc);
+    let proc = proc
+        .as_ref()
+        .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
+    let flags = if write {
+        nix::fcntl::OFlag::O_WRONLY
+    } else {
+        nix::fcntl::OFlag::O_RDONLY
+    } | nix::fcntl::OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::openat(proc.as_fd(), path, flags, nix::sys::stat::Mode::empty())?;
+    // SAFETY: openat returned a new descriptor that we own.
+    Ok(unsafe { File::from_raw_fd(fd.into_raw_fd()) })
+}
+
+fn open_own_proc() -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open("/proc")
+}
+
 /// Makes the current process root of a new user namespace unless it already holds
 /// `CAP_SYS_ADMIN`. Must run while the process is single-threaded.
 pub fn become_namespace_root() {
+    PROC.get_or_init(open_own_proc);
     PRIVILEGE.get_or_init(|| {
         if has_cap_sys_admin() {
             return Ok(());

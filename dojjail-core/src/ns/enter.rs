@@ -25,7 +25,7 @@ impl NamespaceFds {
     pub(crate) fn open(pid: i32, which: Namespaces) -> std::io::Result<Self> {
         let open = |ns: Namespaces, name: &str| -> std::io::Result<Option<File>> {
             if which.contains(ns) {
-                File::open(format!("/proc/{pid}/ns/{name}")).map(Some)
+                super::open_proc(&format!("{pid}/ns/{name}"), false).map(Some)
             } else {
                 Ok(None)
             }

@@ -6,6 +6,6 @@ mod enter;
 mod flags;
 
 pub use controller::become_namespace_root;
-pub(crate) use controller::{ensure_privileged, namespaces_unavailable};
+pub(crate) use controller::{ensure_privileged, namespaces_unavailable, open_proc};
 pub(crate) use enter::{enter_on_this_thread, NamespaceFds};
 pub use flags::Namespaces;

@@ -42,6 +42,10 @@ fn dojjail_before_main() {
     };
     // SAFETY: constructors run before main, while the process is single-threaded.
     unsafe { std::env::remove_var(ROLE_ENV) };
+    // Roles run user code before std's runtime has set SIGPIPE to ignored, as it is for
+    // every Rust main: do the same, so a write to a closed pipe is an error, not death.
+    // SAFETY: changing a signal disposition has no memory preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     if role == ROLE_ZYGOTE {
         // SAFETY: the launcher placed the channel at this descriptor for us alone.
         let channel = unsafe { init::control_from_raw(spawn::INIT_CONTROL_FD) };
@@ -77,6 +81,13 @@ fn run_entrypoint() -> ! {
         std::env::remove_var(ENTRYPOINT_ENV);
         std::env::remove_var(ARGS_ENV);
     }
+    // SAFETY: the init placed the controller's result file at this descriptor for us.
+    let result_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(RESULT_FD) };
+    // Processes the entrypoint starts must not inherit it.
+    let _ = nix::fcntl::fcntl(
+        result_fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
     // An entrypoint may start hosts of its own.
     crate::ns::become_namespace_root();
     let outcome = match (registry::find(&name), serde_json::from_str(&args)) {

@@ -246,6 +246,8 @@ struct ChildPlan {
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     status_pipe: RawFd,
+    /// First descriptor number above all of the above.
+    base: usize,
 }
 
 /// Stack of a spawned child until it execs.
@@ -294,6 +296,20 @@ fn fork_exec(request: &SpawnRequest, stdio: &[OwnedFd], exe: &File) -> Result<i3
         argv: pointers(&argv),
         envp: pointers(&env),
         status_pipe: status_write.as_raw_fd(),
+        base: 0,
+    };
+    // Above every descriptor the child reads from, so moving one never overwrites another
+    // (the init's own numbers grow with its children: one reply channel each).
+    let plan = ChildPlan {
+        base: plan
+            .fds
+            .iter()
+            .chain([&plan.exe, &plan.status_pipe])
+            .copied()
+            .max()
+            .unwrap_or(2) as usize
+            + 1,
+        ..plan
     };
     let mut stack = vec![0u8; CHILD_STACK];
     let top = ((stack.as_mut_ptr() as usize + stack.len()) & !15) as *mut libc::c_void;
@@ -333,10 +349,23 @@ extern "C" fn spawned_child_main(plan: *mut libc::c_void) -> libc::c_int {
     let plan = unsafe { &*(plan as *const ChildPlan) };
     // SAFETY: raw system calls on descriptors and strings the plan owns.
     unsafe {
+        // A host without a pid namespace of its own cannot count on the kernel to end its
+        // processes with the init: tie each child's life to the init's.
+        raw::syscall(
+            libc::SYS_prctl,
+            [
+                libc::PR_SET_PDEATHSIG as usize,
+                libc::SIGKILL as usize,
+                0,
+                0,
+                0,
+                0,
+            ],
+        );
         // Move every descriptor we read from above every target first (sources, the
         // binary, the status pipe), so no target overwrites one of them.
         let count = plan.fds.len();
-        let base = 64 + count;
+        let base = plan.base.max(count);
         let high = |fd: RawFd, slot: usize| {
             raw::syscall(
                 libc::SYS_dup3,

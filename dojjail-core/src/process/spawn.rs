@@ -177,7 +177,25 @@ pub(crate) fn launch(role: &str, argv0: &str) -> io::Result<Launched> {
         Ok::<_, io::Error>((pid, pidfd, launch))
     })?;
     // Release it: nothing to map, it shares our user namespace.
-    control.send_bytes(&[1], &[])?;
+    if let Err(error) = control.send_bytes(&[1], &[]) {
+        // It still runs on the launch block's stack: end it before that memory goes.
+        // SAFETY: signalling our own child through its pidfd; no memory is passed.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                0,
+                0,
+            );
+        }
+        let _ = nix::sys::wait::waitid(
+            nix::sys::wait::Id::PIDFd(std::os::fd::AsFd::as_fd(&pidfd)),
+            nix::sys::wait::WaitPidFlag::WEXITED,
+        );
+        drop(launch);
+        return Err(error);
+    }
     Ok(Launched {
         pidfd,
         control,
@@ -229,12 +247,29 @@ unsafe fn clone_child(flags: CloneFlags, launch: &mut LaunchBlock) -> io::Result
     let top = (top & !15) as *mut libc::c_void;
     let plan = &*launch.plan as *const ExecPlan as *mut libc::c_void;
     let flags = flags.bits() | libc::CLONE_VM | libc::CLONE_PIDFD | libc::SIGCHLD;
+    // The child shares our memory and this thread's TLS until it execs: no signal handler
+    // of the program may run in it. Block every signal around the clone (the child keeps
+    // the mask through exec; the re-executed role unblocks them), as posix_spawn does.
+    let mut saved = nix::sys::signal::SigSet::empty();
+    let _ = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::all()),
+        Some(&mut saved),
+    );
     // SAFETY: glibc's clone runs child_main on the given stack; with CLONE_PIDFD it stores
     // the pidfd through the parent_tid pointer.
     let pid = unsafe { libc::clone(child_main, top, flags, plan, &mut pidfd as *mut libc::c_int) };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let cloned = if pid < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    };
+    let _ = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&saved),
+        None,
+    );
+    cloned?;
     // SAFETY: CLONE_PIDFD stored a descriptor that we now own.
     Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))
 }
@@ -360,13 +395,16 @@ fn on_spawner_thread<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static
 fn write_id_maps(pid: i32) -> io::Result<()> {
     let uid = nix::unistd::geteuid();
     let gid = nix::unistd::getegid();
-    std::fs::write(format!("/proc/{pid}/uid_map"), format!("0 {uid} 1"))?;
-    let gid_map = format!("/proc/{pid}/gid_map");
+    use std::io::Write;
+    let write = |file: &str, text: &str| {
+        crate::ns::open_proc(&format!("{pid}/{file}"), true)?.write_all(text.as_bytes())
+    };
+    write("uid_map", &format!("0 {uid} 1"))?;
     let mapping = format!("0 {gid} 1");
-    std::fs::write(&gid_map, &mapping).or_else(|_| {
+    write("gid_map", &mapping).or_else(|_| {
         // Without CAP_SETGID over the parent's groups, setgroups must be denied first.
-        std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
-        std::fs::write(&gid_map, &mapping)
+        write("setgroups", "deny")?;
+        write("gid_map", &mapping)
     })
 }
 

@@ -12,7 +12,7 @@
 //! an init through its pidfd.
 
 use std::io;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
@@ -68,9 +68,17 @@ pub(crate) fn fork_init(
             *zygote = Some(spawn::launch(dispatch::ROLE_ZYGOTE, "dojjail-zygote")?);
         }
         let channel = &zygote.as_ref().expect("started above").control;
-        let answer = channel
-            .send(&request, &[control.as_fd_borrowed()])
-            .and_then(|()| channel.recv::<ForkReply>());
+        if let Err(error) = channel.send(&request, &[control.as_fd_borrowed()]) {
+            // The zygote was gone before it saw the request: a successor may serve it.
+            if attempt == 0 {
+                *zygote = None;
+                continue;
+            }
+            return Err(error);
+        }
+        // From here the request may have been served: never hand `control` to a second
+        // zygote, or two inits could share it.
+        let answer = channel.recv::<ForkReply>();
         match answer {
             Ok(Some((ForkReply::Forked { pid }, mut fds))) if fds.len() == 1 => {
                 return Ok((pid, fds.remove(0)));
@@ -79,17 +87,29 @@ pub(crate) fn fork_init(
                 return Err(io::Error::from_raw_os_error(errno));
             }
             Ok(Some(_)) => return Err(io::Error::other("zygote sent a malformed reply")),
-            Ok(None) | Err(_) if attempt == 0 => {
+            Ok(None) | Err(_) => {
                 if let Some(dead) = zygote.take() {
-                    // Reap it (it is our child) before starting its successor.
+                    // End it if it still runs, and reap it (it is our child); the next
+                    // request starts a successor.
+                    // SAFETY: signalling our own child through its pidfd.
+                    unsafe {
+                        libc::syscall(
+                            libc::SYS_pidfd_send_signal,
+                            dead.pidfd.as_raw_fd(),
+                            libc::SIGKILL,
+                            0,
+                            0,
+                        );
+                    }
                     let _ = nix::sys::wait::waitid(
                         nix::sys::wait::Id::PIDFd(dead.pidfd.as_fd()),
-                        nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOHANG,
+                        nix::sys::wait::WaitPidFlag::WEXITED,
                     );
                 }
+                return Err(io::Error::other(
+                    "the zygote that forks hosts' inits exited while forking one",
+                ));
             }
-            Ok(None) => return Err(io::Error::other("the zygote exited")),
-            Err(error) => return Err(error),
         }
     }
     unreachable!("the loop returns on its second attempt")
@@ -98,6 +118,8 @@ pub(crate) fn fork_init(
 /// The zygote's main loop: serves fork requests until the controller goes away.
 pub(crate) fn run(channel: Channel) -> ! {
     let _ = nix::sys::prctl::set_name(c"dojjail-zygote");
+    // The launcher blocked every signal around our clone; the mask survived exec.
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     // Inits are reaped at once; the controller watches them through pidfds.
     // SAFETY: changing a signal disposition has no memory preconditions.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
