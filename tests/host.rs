@@ -523,3 +523,34 @@ fn a_host_may_share_namespaces_with_its_creator() {
     );
     assert_eq!(shell(&host, "hostname"), "shares-net\n");
 }
+
+#[test]
+fn commands_keep_their_streams_when_many_run_at_once() {
+    let host = running("crowded");
+    let sleepers: Vec<dojjail::HostChild> = (0..80)
+        .map(|_| host.command("sleep").arg("30").spawn().unwrap())
+        .collect();
+    let output = host.exec_shell("echo out; echo err >&2").unwrap();
+    assert_eq!(output.stdout, b"out\n");
+    assert_eq!(output.stderr, b"err\n");
+    drop(sleepers);
+}
+
+#[test]
+fn closures_may_use_hosts_from_inside_hosts() {
+    let outer = running("outer");
+    let other = running("other");
+    let name = outer
+        .exec(|| other.exec(|| nix::unistd::gethostname().unwrap().into_string().unwrap()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(name, "other");
+    let started_inside = outer
+        .exec(|| {
+            let inner = Host::new("started-inside");
+            inner.run().map(|()| shell(&inner, "hostname"))
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(started_inside, "started-inside\n");
+}

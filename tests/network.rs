@@ -420,3 +420,48 @@ fn a_thousand_hosts_come_up_and_only_neighbours_talk() {
     let resolved = hosts[500].exec_shell("getent hosts n501").unwrap();
     assert!(String::from_utf8_lossy(&resolved.stdout).starts_with("10.8.1.246"));
 }
+
+#[dojjail::host]
+fn resolve_peer() -> String {
+    ("peer", 0)
+        .to_socket_addrs()
+        .map(|mut addresses| addresses.next().unwrap().ip().to_string())
+        .unwrap_or_else(|e| format!("unresolved: {e}"))
+}
+
+#[test]
+fn entrypoints_start_once_their_network_is_wired() {
+    let (quick, peer) = (
+        Host::new("quick").entrypoint(resolve_peer),
+        Host::new("peer"),
+    );
+    let network = Network::new("wired");
+    network.connect(&quick, &peer).unwrap();
+    network.run().unwrap();
+    assert_eq!(quick.wait::<String>().unwrap(), "10.0.0.2");
+    // The network stays usable after a member's entrypoint returned.
+    let late = Host::new("late-joiner");
+    network.connect(&late, &peer).unwrap();
+    assert!(ping_reaches(&late, Ipv4Addr::new(10, 0, 0, 2)));
+}
+
+#[test]
+fn networks_sharing_hosts_start_at_once_without_deadlock() {
+    for round in 0..5 {
+        let (a, b) = (
+            Host::new(format!("a{round}")),
+            Host::new(format!("b{round}")),
+        );
+        let first = Network::new("first");
+        let second = Network::new("second").subnet("10.1.0.0/24").unwrap();
+        first.connect(&a, &b).unwrap();
+        second.connect(&b, &a).unwrap();
+        std::thread::scope(|scope| {
+            let one = scope.spawn(|| first.run());
+            let two = scope.spawn(|| second.run());
+            one.join().unwrap().unwrap();
+            two.join().unwrap().unwrap();
+        });
+        assert!(ping_reaches(&a, second.ip(&b).unwrap()));
+    }
+}

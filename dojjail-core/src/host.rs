@@ -70,6 +70,9 @@ pub fn capture_output(capture: bool) {
 
 struct HostInner {
     name: String,
+    /// The entrypoint (name, encoded arguments) of a host that is ready but whose main
+    /// process has not started yet.
+    pending_main: Mutex<Option<(String, String)>>,
     /// Where the entrypoint's and inherited commands' output goes when captured (a memfd).
     log: Mutex<Option<Arc<File>>>,
     /// How many network interfaces (eth0, eth1, ...) networks have given the host.
@@ -128,6 +131,7 @@ impl Host {
         Host {
             inner: Arc::new(HostInner {
                 name: name.into(),
+                pending_main: Mutex::new(None),
                 log: Mutex::new(None),
                 interfaces: AtomicU32::new(0),
                 hosts_entries: Mutex::new(BTreeMap::new()),
@@ -218,10 +222,25 @@ impl Host {
     /// the name is invalid, the entrypoint is not registered, or the machine does not
     /// allow namespaces.
     pub fn run(&self) -> Result<()> {
-        match self.begin_run()? {
-            Some(starting) => starting.finish(),
-            None => Ok(()),
+        if let Some(starting) = self.begin_run()? {
+            starting.finish()?;
         }
+        self.start_pending_main()
+    }
+
+    /// Starts the entrypoint of a host that [`Starting::finish`] left ready without it
+    /// (a network starts entrypoints only once their hosts are wired). If it cannot start,
+    /// the host is killed.
+    pub(crate) fn start_pending_main(&self) -> Result<()> {
+        let Some((entrypoint, args)) = lock(&self.inner.pending_main).take() else {
+            return Ok(());
+        };
+        let running = self.running()?;
+        if let Err(error) = self.start_main(&running, entrypoint, args) {
+            let _ = self.kill();
+            return Err(error);
+        }
+        Ok(())
     }
 
     /// The first half of [`Host::run`]: clones the init and sends it its configuration,
@@ -611,8 +630,8 @@ impl Starting<'_> {
         Ok(())
     }
 
-    /// The second half of [`Host::run`]: waits until the init is ready and starts the
-    /// entrypoint.
+    /// The second half of [`Host::run`]: waits until the init is ready. The entrypoint, if
+    /// any, waits for [`Host::start_pending_main`].
     pub(crate) fn finish(mut self) -> Result<()> {
         let name = self.host.name().to_owned();
         let running = self.running();
@@ -633,9 +652,7 @@ impl Starting<'_> {
                 ));
             }
         }
-        if let Some((entrypoint, args)) = self.entrypoint.clone() {
-            self.host.start_main(self.running(), entrypoint, args)?;
-        }
+        *lock(&self.host.inner.pending_main) = self.entrypoint.take();
         let running = self.running.take().expect("present until finished");
         *self.state = State::Running(Arc::new(running));
         Ok(())

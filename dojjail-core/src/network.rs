@@ -485,7 +485,12 @@ impl Network {
         }
         self.start_hosts(state, new)?;
         self.attach(state, new)?;
-        self.refresh_hosts_files(state)
+        self.refresh_hosts_files(state)?;
+        // Entrypoints start last, so they find their interfaces, addresses and names.
+        for &index in new {
+            state.members[index].host.start_pending_main()?;
+        }
+        Ok(())
     }
 
     /// Starts the hosts of `new` on a few threads at once; on each, every init is cloned
@@ -597,7 +602,11 @@ impl Network {
         }
         let block: Arc<str> = block.into();
         in_parallel(&state.members, |member| {
-            member.host.set_hosts_entries(self.inner.id, block.clone())
+            match member.host.set_hosts_entries(self.inner.id, block.clone()) {
+                // A member whose entrypoint has returned has no /etc/hosts to update.
+                Err(Error::Stopped { .. }) => Ok(()),
+                other => other,
+            }
         })
     }
 
