@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -307,7 +307,7 @@ impl Host {
         } = spawn::clone_init(namespaces, config.persistent).map_err(|e| {
             let refused = matches!(
                 e.raw_os_error(),
-                Some(libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EINVAL)
+                Some(libc::EPERM | libc::ENOSPC | libc::EUSERS)
             );
             if namespaces.contains(Namespaces::USER) && refused {
                 ns::namespaces_unavailable(&format!("clone3(CLONE_NEWUSER | ...): {e}"))
@@ -726,9 +726,9 @@ impl Running {
     pub(crate) fn open_namespaces(&self, host: &str) -> Result<NamespaceFds> {
         let fds = NamespaceFds::open(self.pid, self.namespaces)
             .map_err(|e| Error::os(host, "opening the host's namespaces", e))?;
-        // The zygote reaps inits at once, so the pid could name another process by now:
-        // the handles count only if the init still runs after they were opened.
-        if self.exited(PollTimeout::ZERO) {
+        // The handles count only if they were opened while the init ran (an exited init
+        // stays unreaped until we reap it, so its pid is not reused meanwhile).
+        if self.exited() {
             return Err(Error::Stopped {
                 host: host.to_owned(),
                 reason: "its init exited".into(),
@@ -757,29 +757,47 @@ impl Running {
         let _ = self.wait_exit();
     }
 
-    /// Blocks until the init has exited. (The init is a zygote's child, not ours: its
-    /// pidfd turns readable when it exits, and the zygote reaps it.)
+    /// Blocks until the init has exited and been reaped, and describes how it ended.
     fn wait_exit(&self) -> String {
-        while !self.exited(PollTimeout::NONE) {}
-        "its init exited".into()
-    }
-
-    /// `None` while the init runs.
-    fn exit_status(&self) -> Option<String> {
-        self.exited(PollTimeout::ZERO)
-            .then(|| "its init exited".to_owned())
-    }
-
-    /// Whether the init has exited, waiting at most `timeout` to find out.
-    fn exited(&self, timeout: PollTimeout) -> bool {
-        let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
-            Ok(0) => false,
-            Ok(_) => true,
-            Err(nix::Error::EINTR) => false,
-            // A pidfd that cannot be polled belongs to nothing that runs.
-            Err(_) => true,
+        loop {
+            match waitid(Id::PIDFd(self.pidfd.as_fd()), WaitPidFlag::WEXITED) {
+                Err(nix::Error::EINTR) => continue,
+                Ok(status) => return describe_wait(status),
+                Err(_) => return "its init exited".into(),
+            }
         }
+    }
+
+    /// `None` while the init runs; how it ended otherwise (reaping it).
+    fn exit_status(&self) -> Option<String> {
+        match waitid(
+            Id::PIDFd(self.pidfd.as_fd()),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+        ) {
+            Ok(WaitStatus::StillAlive) => None,
+            Ok(status) => Some(describe_wait(status)),
+            Err(_) => Some("its init exited".into()),
+        }
+    }
+
+    /// Whether the init has exited (without reaping it).
+    fn exited(&self) -> bool {
+        matches!(
+            waitid(
+                Id::PIDFd(self.pidfd.as_fd()),
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+            ),
+            Ok(status) if status != WaitStatus::StillAlive
+        )
+    }
+}
+
+fn describe_wait(status: WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, 0) => "its main process ended".into(),
+        WaitStatus::Exited(_, code) => format!("its init exited with status {code}"),
+        WaitStatus::Signaled(_, signal, _) => format!("its init was killed by {signal}"),
+        other => format!("{other:?}"),
     }
 }
 

@@ -6,10 +6,10 @@
 //! a millisecond), and the inits share the zygote's pages, so an idle host costs less
 //! memory. The controlling process itself never forks: it is multithreaded.
 //!
-//! Life and death: a zygote dies with the controller (parent-death signal, from a thread
-//! that lives as long as the process), and an init dies with its zygote unless it is
-//! persistent. Zygotes reap their inits at once (SIGCHLD ignored); the controller follows
-//! an init through its pidfd.
+//! Life and death: inits are forked with CLONE_PARENT, so they are children of the
+//! controller, not of the zygote: the controller reaps them (and learns how they ended),
+//! and their parent-death signal watches the controller's long-lived spawner thread. A
+//! zygote dies with the controller too.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -120,9 +120,6 @@ pub(crate) fn run(channel: Channel) -> ! {
     let _ = nix::sys::prctl::set_name(c"dojjail-zygote");
     // The launcher blocked every signal around our clone; the mask survived exec.
     let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
-    // Inits are reaped at once; the controller watches them through pidfds.
-    // SAFETY: changing a signal disposition has no memory preconditions.
-    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
     loop {
         let (request, fds) = match channel.recv::<ForkRequest>() {
             Ok(Some(message)) => message,
@@ -152,9 +149,14 @@ pub(crate) fn run(channel: Channel) -> ! {
 fn fork(request: &ForkRequest, control: OwnedFd, zygote: &Channel) -> Result<(i32, OwnedFd), i32> {
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
-        flags: request.flags as u32 as u64 | libc::CLONE_PIDFD as u64,
+        // CLONE_PARENT: the init becomes a child of the controller (of the long-lived thread
+        // that launched this zygote), which reaps it and is the thread its parent-death
+        // signal watches; the zygote only does the fork.
+        flags: request.flags as u32 as u64 | libc::CLONE_PIDFD as u64 | libc::CLONE_PARENT as u64,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        // With CLONE_PARENT the kernel takes the zygote's own exit signal (SIGCHLD) and
+        // wants 0 here.
+        exit_signal: 0,
         ..CloneArgs::default()
     };
     // SAFETY: clone3 without CLONE_VM and without a stack forks this single-threaded
@@ -178,7 +180,6 @@ fn fork(request: &ForkRequest, control: OwnedFd, zygote: &Channel) -> Result<(i3
     // The child: the host's init from here on.
     // SAFETY: plain system calls in a fresh single-threaded child.
     unsafe {
-        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
         if !request.persistent {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
         }
