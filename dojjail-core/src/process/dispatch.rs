@@ -21,25 +21,114 @@ pub(crate) const ARGS_ENV: &str = "DOJJAIL_ARGS";
 /// The entrypoint writes its [`EntrypointOutcome`] here (a memfd the controller reads).
 pub(crate) const RESULT_FD: i32 = 3;
 
-/// Our constructor, written by hand rather than with the `ctor` crate: it must be a plain,
-/// unprioritized `.init_array` entry. Those run in link order, and every crate that
-/// registers entrypoints through `inventory` (plain entries too) depends on dojjail, so the
-/// linker places it before us: by the time we run, every entrypoint is registered. The
-/// `ctor` crate's prioritized entries run before all plain ones, i.e. too early.
+/// Arguments glibc passes to every `.init_array` function.
+type Constructor = extern "C" fn(libc::c_int, *mut *mut libc::c_char, *mut *mut libc::c_char);
+
+/// Our constructor, written by hand rather than with the `ctor` crate: a plain `.init_array`
+/// entry that receives glibc's (argc, argv, envp), which it passes on (see
+/// [`run_later_constructors`]).
 #[used]
 #[unsafe(link_section = ".init_array")]
-static BEFORE_MAIN: extern "C" fn() = {
-    extern "C" fn before_main() {
-        dojjail_before_main();
-    }
-    before_main
-};
+static BEFORE_MAIN: Constructor = before_main;
 
-fn dojjail_before_main() {
+extern "C" fn before_main(
+    argc: libc::c_int,
+    argv: *mut *mut libc::c_char,
+    envp: *mut *mut libc::c_char,
+) {
     let Some(role) = std::env::var_os(ROLE_ENV) else {
         crate::ns::become_namespace_root();
         return;
     };
+    // A role looks things up in `inventory` registries (entrypoints, tests, roles), which
+    // constructors fill: make sure all of them have run, whatever the link order (LTO
+    // merges crates and reorders them). Roles never return, so none runs twice.
+    run_later_constructors(argc, argv, envp);
+    play(role);
+}
+
+/// Runs the entries of the program's `.init_array` that come after ours, which glibc has
+/// not called yet. The dynamic section gives the array; ours is found by address.
+fn run_later_constructors(
+    argc: libc::c_int,
+    argv: *mut *mut libc::c_char,
+    envp: *mut *mut libc::c_char,
+) {
+    let mut array: (usize, usize) = (0, 0);
+    unsafe extern "C" fn find(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: glibc hands us a valid dl_phdr_info; `data` is our `array`.
+        let (info, array) = unsafe { (&*info, &mut *(data as *mut (usize, usize))) };
+        // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
+        let headers =
+            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        let base = info.dlpi_addr as usize;
+        for header in headers.iter().filter(|h| h.p_type == libc::PT_DYNAMIC) {
+            let mut entry = (base + header.p_vaddr as usize) as *const Dyn;
+            // SAFETY: the dynamic section is an array of entries ended by DT_NULL.
+            unsafe {
+                while (*entry).tag != DT_NULL {
+                    let value = (*entry).value;
+                    match (*entry).tag {
+                        DT_INIT_ARRAY => {
+                            // Some loaders relocate the dynamic section in place, some not.
+                            array.0 = if value >= base { value } else { value + base };
+                        }
+                        DT_INIT_ARRAYSZ => array.1 = value,
+                        _ => {}
+                    }
+                    entry = entry.add(1);
+                }
+            }
+        }
+        1 // the first object is the program itself: stop there
+    }
+    // SAFETY: `find` only reads what glibc hands it and writes `array`.
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(find),
+            &mut array as *mut (usize, usize) as *mut libc::c_void,
+        )
+    };
+    let (start, bytes) = array;
+    if start == 0 || bytes == 0 {
+        return;
+    }
+    let count = bytes / std::mem::size_of::<usize>();
+    // SAFETY: DT_INIT_ARRAY/DT_INIT_ARRAYSZ describe an array of function addresses.
+    let entries = unsafe { std::slice::from_raw_parts(start as *const usize, count) };
+    let ours = before_main as Constructor as usize;
+    let Some(position) = entries.iter().position(|&entry| entry == ours) else {
+        return;
+    };
+    for &entry in &entries[position + 1..] {
+        if entry == 0 || entry == usize::MAX {
+            continue;
+        }
+        // SAFETY: an .init_array entry is a constructor taking glibc's (argc, argv, envp);
+        // glibc would have called it right after us, and will not now: we never return.
+        let constructor: Constructor = unsafe { std::mem::transmute(entry) };
+        constructor(argc, argv, envp);
+    }
+}
+
+/// An entry of the ELF dynamic section (`ElfW(Dyn)` of elf.h; the libc crate lacks it).
+#[repr(C)]
+struct Dyn {
+    tag: isize,
+    value: usize,
+}
+
+/// elf.h's tags for the end of the dynamic section and the constructor array.
+const DT_NULL: isize = 0;
+const DT_INIT_ARRAY: isize = 25;
+const DT_INIT_ARRAYSZ: isize = 27;
+
+/// Plays the role a re-executed process was started for; never returns.
+fn play(role: std::ffi::OsString) {
     // SAFETY: constructors run before main, while the process is single-threaded.
     unsafe { std::env::remove_var(ROLE_ENV) };
     // Roles run user code before std's runtime has set SIGPIPE to ignored, as it is for
