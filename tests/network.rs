@@ -465,3 +465,18 @@ fn networks_sharing_hosts_start_at_once_without_deadlock() {
         assert!(ping_reaches(&a, second.ip(&b).unwrap()));
     }
 }
+
+#[test]
+fn a_failed_add_to_a_running_network_leaves_it_as_it_was() {
+    let (network, h) = chain();
+    let broken = Host::new("broken").entrypoint_named("no::such::entrypoint", &());
+    let error = network.connect(&broken, &h[0]).unwrap_err();
+    assert!(matches!(error, Error::UnknownEntrypoint { .. }), "{error}");
+    assert_eq!(network.hosts().len(), 3);
+    assert_eq!(network.edges().len(), 2);
+    // The next host takes the slot (address, bridge port) the failed one would have had.
+    let fine = Host::new("fine");
+    network.connect(&fine, &h[0]).unwrap();
+    assert_eq!(network.ip(&fine), Some(Ipv4Addr::new(10, 0, 0, 4)));
+    assert!(ping_reaches(&fine, network.ip(&h[0]).unwrap()));
+}

@@ -137,7 +137,7 @@ impl Network {
         let mut state = lock(&self.inner.state);
         let (index, added) = self.ensure_member(&mut state, host, None)?;
         if added {
-            self.apply_new_members(&mut state, &[index])?;
+            self.join(&mut state, &[index])?;
         }
         Ok(state.members[index].address)
     }
@@ -148,7 +148,7 @@ impl Network {
         let mut state = lock(&self.inner.state);
         let (index, added) = self.ensure_member(&mut state, host, Some(address))?;
         if added {
-            self.apply_new_members(&mut state, &[index])?;
+            self.join(&mut state, &[index])?;
         }
         Ok(())
     }
@@ -176,7 +176,7 @@ impl Network {
             .map(|(i, _)| i)
             .collect();
         if !added.is_empty() {
-            self.apply_new_members(&mut state, &added)?;
+            self.join(&mut state, &added)?;
         }
         let edge = (ia.min(ib), ia.max(ib));
         if state.edges.contains(&edge) {
@@ -475,6 +475,35 @@ impl Network {
             interface: None,
         });
         Ok((state.members.len() - 1, true))
+    }
+
+    /// Brings members just added (the last ones) into a running network; if that fails,
+    /// they are taken out again, with their bridge ports, and hosts this call started are
+    /// stopped, so a failed `add` or `connect` leaves the network as it was.
+    fn join(&self, state: &mut State, new: &[usize]) -> Result<()> {
+        let was_running: Vec<bool> = new
+            .iter()
+            .map(|&index| state.members[index].host.is_running())
+            .collect();
+        let Err(error) = self.apply_new_members(state, new) else {
+            return Ok(());
+        };
+        if let Some(live) = &mut state.live {
+            for &index in new {
+                // Deleting the bridge end of a veth pair deletes both ends.
+                live.route
+                    .push(link::delete(PORT_INDEX_BASE + index as u32), Mode::Change);
+            }
+            let _ = live.route.commit();
+        }
+        for (&index, was_running) in new.iter().zip(was_running) {
+            if !was_running {
+                let _ = state.members[index].host.kill();
+            }
+        }
+        let first = new.iter().copied().min().unwrap_or(state.members.len());
+        state.members.truncate(first);
+        Err(error)
     }
 
     /// On a running network: starts the new members, attaches them, and refreshes every

@@ -26,6 +26,13 @@ pub(crate) fn set_up(index: u32) -> RouteNetlinkMessage {
     RouteNetlinkMessage::SetLink(message)
 }
 
+/// A request that deletes the interface with `index` (a veth: both ends).
+pub(crate) fn delete(index: u32) -> RouteNetlinkMessage {
+    let mut message = LinkMessage::default();
+    message.header.index = index;
+    RouteNetlinkMessage::DelLink(message)
+}
+
 /// A bridge named `name` with ifindex `index`, up, without multicast snooping: with it,
 /// every port that comes up re-arms multicast timers on every other port, work that grows
 /// with the square of the number of hosts (and edge filtering needs none of it).
