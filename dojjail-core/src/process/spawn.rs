@@ -86,31 +86,12 @@ fn current_exe() -> io::Result<RawFd> {
     }
 }
 
-/// Starts an init in new `namespaces`: a zygote forks it (see [`zygote`]), then this
-/// thread writes its id maps (when it has a user namespace of its own) and releases it.
+/// Starts an init in new `namespaces`: a zygote forks it (see [`zygote`]), writes its id
+/// maps (when it has a user namespace of its own) and releases it.
 pub(crate) fn clone_init(namespaces: Namespaces, persistent: bool) -> io::Result<StartedInit> {
     let (control, child_control) = Channel::pair()?;
-    let flags = namespaces.clone_flags();
-    let (pid, pidfd) = zygote::fork_init(flags, persistent, child_control)?;
-    let released = (|| {
-        if flags.contains(CloneFlags::CLONE_NEWUSER) {
-            write_id_maps(pid)?;
-        }
-        control.send_bytes(&[1], &[])
-    })();
-    if let Err(error) = released {
-        // SAFETY: signalling the init through its pidfd; no memory is passed.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                libc::SIGKILL,
-                0,
-                0,
-            );
-        }
-        return Err(error);
-    }
+    // The zygote forks the init, maps its ids and releases it.
+    let (pid, pidfd) = zygote::fork_init(namespaces.clone_flags(), persistent, child_control)?;
     Ok(StartedInit {
         pid,
         pidfd,
@@ -392,7 +373,7 @@ fn on_spawner_thread<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static
 }
 
 /// Writes the id maps of a child in a new user namespace: its root is our own uid/gid.
-fn write_id_maps(pid: i32) -> io::Result<()> {
+pub(crate) fn write_id_maps(pid: i32) -> io::Result<()> {
     let uid = nix::unistd::geteuid();
     let gid = nix::unistd::getegid();
     use std::io::Write;

@@ -147,6 +147,11 @@ pub(crate) fn run(channel: Channel) -> ! {
 /// Forks one init. The zygote is single-threaded, so the child may run Rust: it becomes
 /// the init and never returns.
 fn fork(request: &ForkRequest, control: OwnedFd, zygote: &Channel) -> Result<(i32, OwnedFd), i32> {
+    // The child waits on this pipe until its ids are mapped: the zygote writes the maps
+    // itself (it has the controller's credentials), which spares the controller a round
+    // trip before the init can start its setup.
+    let (go_read, go_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e as i32)?;
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
         // CLONE_PARENT: the init becomes a child of the controller (of the long-lived thread
@@ -174,8 +179,24 @@ fn fork(request: &ForkRequest, control: OwnedFd, zygote: &Channel) -> Result<(i3
             .unwrap_or(libc::EIO));
     }
     if pid > 0 {
+        drop(go_read);
         // SAFETY: CLONE_PIDFD stored a descriptor that we now own.
-        return Ok((pid as i32, unsafe { OwnedFd::from_raw_fd(pidfd) }));
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        let pid = pid as i32;
+        let mapped = if request.flags & libc::CLONE_NEWUSER != 0 {
+            spawn::write_id_maps(pid)
+        } else {
+            Ok(())
+        };
+        return match mapped.and_then(|()| nix::unistd::write(&go_write, &[1]).map_err(Into::into)) {
+            Ok(_) => Ok((pid, pidfd)),
+            Err(error) => {
+                // Dropping `go_write` unread makes the child exit; reap it.
+                drop(go_write);
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+                Err(error.raw_os_error().unwrap_or(libc::EIO))
+            }
+        };
     }
     // The child: the host's init from here on.
     // SAFETY: plain system calls in a fresh single-threaded child.
@@ -187,11 +208,14 @@ fn fork(request: &ForkRequest, control: OwnedFd, zygote: &Channel) -> Result<(i3
         // controller could not tell that the zygote died.
         libc::close(zygote.as_raw_fd());
     }
-    let control = Channel::from_fd(control);
-    // Wait for the controller to map our ids; EOF means it gave up on us.
+    drop(go_write);
+    // Wait for the zygote to map our ids; EOF means it could not.
     let mut go = [0u8; 1];
-    match control.recv_bytes(&mut go) {
-        Ok(Some((1, _))) => init::run(control),
+    match nix::unistd::read(&go_read, &mut go) {
+        Ok(1) => {
+            drop(go_read);
+            init::run(Channel::from_fd(control))
+        }
         // SAFETY: leaving the forked copy without running the zygote's destructors.
         _ => unsafe { libc::_exit(1) },
     }
