@@ -34,8 +34,16 @@ struct ForkRequest {
 /// The zygote's answer. Attached to `Forked`: the init's pidfd.
 #[derive(Debug, Serialize, Deserialize)]
 enum ForkReply {
-    Forked { pid: i32 },
-    Failed { errno: i32 },
+    Forked {
+        pid: i32,
+    },
+    Failed {
+        errno: i32,
+    },
+    /// The zygote will not fork at all, for this reason.
+    Refused {
+        reason: String,
+    },
 }
 
 /// Forks an init with `flags` through one of the zygotes (started on first use, restarted
@@ -86,6 +94,7 @@ pub(crate) fn fork_init(
             Ok(Some((ForkReply::Failed { errno }, _))) => {
                 return Err(io::Error::from_raw_os_error(errno));
             }
+            Ok(Some((ForkReply::Refused { reason }, _))) => return Err(io::Error::other(reason)),
             Ok(Some(_)) => return Err(io::Error::other("zygote sent a malformed reply")),
             Ok(None) | Err(_) => {
                 if let Some(dead) = zygote.take() {
@@ -120,6 +129,16 @@ pub(crate) fn run(channel: Channel) -> ! {
     let _ = nix::sys::prctl::set_name(c"dojjail-zygote");
     // The launcher blocked every signal around our clone; the mask survived exec.
     let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
+    // Forking is safe only while we are single-threaded; a constructor of the program
+    // could have started a thread. Then refuse, with the reason, rather than risk it.
+    let threads = std::fs::read_dir("/proc/thread-self/..").map_or(1, |tasks| tasks.count());
+    let refusal = (threads > 1).then(|| {
+        format!(
+            "dojjail's zygote found {threads} threads in itself (a constructor of this \
+             program starts threads before main) and cannot fork hosts safely; start such \
+             threads from main instead"
+        )
+    });
     loop {
         let (request, fds) = match channel.recv::<ForkRequest>() {
             Ok(Some(message)) => message,
@@ -129,6 +148,16 @@ pub(crate) fn run(channel: Channel) -> ! {
                 unsafe { libc::_exit(0) }
             }
         };
+        if let Some(reason) = &refusal {
+            let refused = ForkReply::Refused {
+                reason: reason.clone(),
+            };
+            if channel.send(&refused, &[]).is_err() {
+                // SAFETY: leaving without running the program's atexit handlers.
+                unsafe { libc::_exit(0) }
+            }
+            continue;
+        }
         let reply = match fds.into_iter().next() {
             Some(control) => fork(&request, control, &channel),
             None => Err(libc::EBADF),
