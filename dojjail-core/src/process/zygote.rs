@@ -34,6 +34,8 @@ struct ForkRequest {
 /// The zygote's answer. Attached to `Forked`: the init's pidfd.
 #[derive(Debug, Serialize, Deserialize)]
 enum ForkReply {
+    /// The first message of a zygote that has started up.
+    Hello,
     Forked {
         pid: i32,
     },
@@ -53,7 +55,7 @@ pub(crate) fn fork_init(
     persistent: bool,
     control: Channel,
 ) -> io::Result<(i32, OwnedFd)> {
-    static ZYGOTES: OnceLock<Vec<Mutex<Option<Launched>>>> = OnceLock::new();
+    static ZYGOTES: OnceLock<Vec<Mutex<Option<Zygote>>>> = OnceLock::new();
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let zygotes = ZYGOTES.get_or_init(|| {
         // One per core: cloning a network namespace is a millisecond of kernel work that
@@ -61,7 +63,7 @@ pub(crate) fn fork_init(
         // returns once the child is cloned, and it execs and starts up on its own.
         let count = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
         (0..count)
-            .map(|_| Mutex::new(spawn::launch(dispatch::ROLE_ZYGOTE, "dojjail-zygote").ok()))
+            .map(|_| Mutex::new(Zygote::launch().ok()))
             .collect()
     });
     let slot = &zygotes[NEXT.fetch_add(1, Ordering::Relaxed) % zygotes.len()];
@@ -73,9 +75,16 @@ pub(crate) fn fork_init(
     // A zygote that died (killed from outside) is replaced once.
     for attempt in 0..2 {
         if zygote.is_none() {
-            *zygote = Some(spawn::launch(dispatch::ROLE_ZYGOTE, "dojjail-zygote")?);
+            *zygote = Some(Zygote::launch()?);
         }
-        let channel = &zygote.as_ref().expect("started above").control;
+        let current = zygote.as_mut().expect("started above");
+        if !current.greeted {
+            if let Err(error) = current.await_hello() {
+                *zygote = None;
+                return Err(error);
+            }
+        }
+        let channel = &zygote.as_ref().expect("started above").launched.control;
         if let Err(error) = channel.send(&request, &[control.as_fd_borrowed()]) {
             // The zygote was gone before it saw the request: a successor may serve it.
             if attempt == 0 {
@@ -97,7 +106,7 @@ pub(crate) fn fork_init(
             Ok(Some((ForkReply::Refused { reason }, _))) => return Err(io::Error::other(reason)),
             Ok(Some(_)) => return Err(io::Error::other("zygote sent a malformed reply")),
             Ok(None) | Err(_) => {
-                if let Some(dead) = zygote.take() {
+                if let Some(Zygote { launched: dead, .. }) = zygote.take() {
                     // End it if it still runs, and reap it (it is our child); the next
                     // request starts a successor.
                     // SAFETY: signalling our own child through its pidfd.
@@ -124,6 +133,67 @@ pub(crate) fn fork_init(
     unreachable!("the loop returns on its second attempt")
 }
 
+/// A launched zygote, and whether it has said hello yet.
+struct Zygote {
+    launched: Launched,
+    greeted: bool,
+}
+
+/// How long a freshly launched zygote may take to start up and say hello.
+const HELLO_TIMEOUT_MS: u16 = 10_000;
+
+impl Zygote {
+    fn launch() -> io::Result<Zygote> {
+        Ok(Zygote {
+            launched: spawn::launch(dispatch::ROLE_ZYGOTE, "dojjail-zygote")?,
+            greeted: false,
+        })
+    }
+
+    /// Waits for the zygote's first message. A binary that does not answer is not playing
+    /// the zygote: dojjail is in a library the program loaded at run time, so re-executing
+    /// the program does not run dojjail's start-up code.
+    fn await_hello(&mut self) -> io::Result<()> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let channel = &self.launched.control;
+        let mut fds = [PollFd::new(channel.as_fd_borrowed(), PollFlags::POLLIN)];
+        let ready = poll(&mut fds, PollTimeout::from(HELLO_TIMEOUT_MS)).unwrap_or(0);
+        let hello = if ready > 0 {
+            channel.recv::<ForkReply>()
+        } else {
+            Ok(None)
+        };
+        match hello {
+            Ok(Some((ForkReply::Hello, _))) => {
+                self.greeted = true;
+                Ok(())
+            }
+            _ => {
+                // SAFETY: signalling our own child through its pidfd.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        self.launched.pidfd.as_raw_fd(),
+                        libc::SIGKILL,
+                        0,
+                        0,
+                    );
+                }
+                // Reap it before its launch memory goes.
+                let _ = nix::sys::wait::waitid(
+                    nix::sys::wait::Id::PIDFd(self.launched.pidfd.as_fd()),
+                    nix::sys::wait::WaitPidFlag::WEXITED,
+                );
+                Err(io::Error::other(
+                    "this program, re-executed as dojjail's zygote, did not answer: dojjail \
+                     must be linked into the program itself (its start-up code does not run \
+                     when it comes in a library loaded at run time)",
+                ))
+            }
+        }
+    }
+}
+
 /// The zygote's main loop: serves fork requests until the controller goes away.
 pub(crate) fn run(channel: Channel) -> ! {
     let _ = nix::sys::prctl::set_name(c"dojjail-zygote");
@@ -132,6 +202,10 @@ pub(crate) fn run(channel: Channel) -> ! {
     // Forking is safe only while we are single-threaded; a constructor of the program
     // could have started a thread. Then refuse, with the reason, rather than risk it.
     let threads = std::fs::read_dir("/proc/thread-self/..").map_or(1, |tasks| tasks.count());
+    if channel.send(&ForkReply::Hello, &[]).is_err() {
+        // SAFETY: leaving without running the program's atexit handlers.
+        unsafe { libc::_exit(0) }
+    }
     let refusal = (threads > 1).then(|| {
         format!(
             "dojjail's zygote found {threads} threads in itself (a constructor of this \
