@@ -3,8 +3,9 @@
 //! everything here together with the `#[dojjail::host]` and `#[dojjail::test]` macros.
 //!
 //! Layout: [`ns`](crate::Namespaces) (which namespaces, the controller's own privilege,
-//! entering from a thread), `process` (entrypoint registry, re-exec spawn, the typed
-//! channel, the host's init, commands), `net` (netlink), [`Host`], `exec` (closures).
+//! entering from a thread), `process` (entrypoint registry, the constructor's role
+//! dispatch, zygotes that fork inits, the typed channel, the host's init, commands), `net`
+//! (netlink, nftables), [`Host`], [`Network`], `exec` (closures).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 

@@ -38,6 +38,21 @@ impl Channel {
         Channel { fd }
     }
 
+    /// Adopts the channel a launched process inherited at `fd` (without close-on-exec,
+    /// which is set now: its own children must not inherit it).
+    ///
+    /// # Safety
+    /// `fd` must be an open descriptor that nothing else owns.
+    pub(crate) unsafe fn adopt_inherited(fd: RawFd) -> Self {
+        // SAFETY: guaranteed by the caller.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let _ = nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+        Channel { fd }
+    }
+
     pub(crate) fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

@@ -9,8 +9,9 @@ use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use super::channel::Channel;
 use super::message::EntrypointOutcome;
-use super::{init, registry, spawn, zygote};
+use super::{registry, spawn, zygote};
 
 /// The environment variable naming the role of a re-executed process.
 pub const ROLE_ENV: &str = "DOJJAIL_ROLE";
@@ -137,7 +138,7 @@ fn play(role: std::ffi::OsString) {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     if role == ROLE_ZYGOTE {
         // SAFETY: the launcher placed the channel at this descriptor for us alone.
-        let channel = unsafe { init::control_from_raw(spawn::INIT_CONTROL_FD) };
+        let channel = unsafe { Channel::adopt_inherited(spawn::LAUNCH_CHANNEL_FD) };
         zygote::run(channel);
     } else if role == ROLE_ENTRYPOINT {
         run_entrypoint();

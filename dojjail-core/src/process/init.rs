@@ -3,14 +3,14 @@
 //! the host's main process ends) it exits, which makes the kernel kill everything left in
 //! the host's pid namespace.
 //!
-//! The init is a re-execution of the controller's binary and stays single-threaded, so it
-//! may fork and run Rust in the child before exec.
+//! The init is a fork of a zygote and stays single-threaded. It spawns commands with
+//! CLONE_VM | CLONE_VFORK and raw system calls until exec.
 
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use nix::mount::{mount, MsFlags};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -475,19 +475,4 @@ fn search_path(program: &[u8], env: &[CString]) -> Vec<CString> {
         })
         .filter_map(|full| CString::new(full).ok())
         .collect()
-}
-
-/// Adopts the control descriptor a fresh init finds at `fd`.
-///
-/// # Safety
-/// `fd` must be an open descriptor that nothing else owns.
-pub(crate) unsafe fn control_from_raw(fd: RawFd) -> Channel {
-    // SAFETY: guaranteed by the caller.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // The descriptor came through exec without CLOEXEC; children must not inherit it.
-    let _ = nix::fcntl::fcntl(
-        &fd,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    );
-    Channel::from_fd(fd)
 }

@@ -1,5 +1,6 @@
-//! Processes: the entrypoint registry, starting a host's init by re-execution, the typed
-//! channel to it, the init itself, and commands run inside hosts.
+//! Processes: the entrypoint registry, the constructor that dispatches re-executed roles,
+//! launching zygotes and forking inits through them, the typed channel, the init itself,
+//! and commands run inside hosts.
 
 pub(crate) mod channel;
 pub(crate) mod command;

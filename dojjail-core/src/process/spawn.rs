@@ -1,5 +1,6 @@
-//! Starting a host's init: `clone3` with the host's namespace flags, then an immediate
-//! re-exec of this binary, so no Rust runs in a forked copy of a multithreaded process.
+//! Starting processes from the multithreaded controller: hosts' inits (forked by a zygote,
+//! see [`zygote`]) and re-executions of this binary (the zygotes themselves), launched
+//! posix_spawn-style so no Rust runs in a copy of a multithreaded process.
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
@@ -9,15 +10,13 @@ use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::{io, ptr, thread};
 
-use nix::sched::CloneFlags;
-
 use super::channel::Channel;
 use super::dispatch::ROLE_ENV;
 use super::{raw, zygote};
 use crate::ns::Namespaces;
 
-/// The descriptor number of the control channel inside a freshly started init.
-pub(crate) const INIT_CONTROL_FD: RawFd = 3;
+/// The descriptor number of its channel to us inside a launched re-execution.
+pub(crate) const LAUNCH_CHANNEL_FD: RawFd = 3;
 
 /// A started (not yet configured) init process.
 #[derive(Debug)]
@@ -102,7 +101,7 @@ pub(crate) fn clone_init(namespaces: Namespaces, persistent: bool) -> io::Result
 /// A freshly launched re-execution of this binary.
 pub(crate) struct Launched {
     pub pidfd: OwnedFd,
-    /// Our end of the channel the child finds at [`INIT_CONTROL_FD`].
+    /// Our end of the channel the child finds at [`LAUNCH_CHANNEL_FD`].
     pub control: Channel,
     /// Must outlive the child's exec.
     pub _launch: LaunchBlock,
@@ -153,30 +152,10 @@ pub(crate) fn launch(role: &str, argv0: &str) -> io::Result<Launched> {
         let mut launch = launch;
         // SAFETY: the child runs `child_main`, which only makes raw system calls and reads
         // the launch block, which the caller keeps alive until the child has exec'd.
-        let (pid, pidfd) = unsafe { clone_child(CloneFlags::empty(), &mut launch) }?;
+        let (pid, pidfd) = unsafe { clone_child(&mut launch) }?;
         drop(child_control);
         Ok::<_, io::Error>((pid, pidfd, launch))
     })?;
-    // Release it: nothing to map, it shares our user namespace.
-    if let Err(error) = control.send_bytes(&[1], &[]) {
-        // It still runs on the launch block's stack: end it before that memory goes.
-        // SAFETY: signalling our own child through its pidfd; no memory is passed.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                libc::SIGKILL,
-                0,
-                0,
-            );
-        }
-        let _ = nix::sys::wait::waitid(
-            nix::sys::wait::Id::PIDFd(std::os::fd::AsFd::as_fd(&pidfd)),
-            nix::sys::wait::WaitPidFlag::WEXITED,
-        );
-        drop(launch);
-        return Err(error);
-    }
     Ok(Launched {
         pidfd,
         control,
@@ -221,13 +200,13 @@ fn move_high(fd: OwnedFd) -> io::Result<OwnedFd> {
 /// # Safety
 /// `launch` must stay alive and unmoved-in-memory (its heap parts) until the child has
 /// exec'd or exited; the caller must not call this from a signal handler.
-unsafe fn clone_child(flags: CloneFlags, launch: &mut LaunchBlock) -> io::Result<(i32, OwnedFd)> {
+unsafe fn clone_child(launch: &mut LaunchBlock) -> io::Result<(i32, OwnedFd)> {
     let mut pidfd: libc::c_int = -1;
     // The stack grows down: start at its (16-byte aligned) top.
     let top = launch.stack.as_mut_ptr() as usize + launch.stack.len();
     let top = (top & !15) as *mut libc::c_void;
     let plan = &*launch.plan as *const ExecPlan as *mut libc::c_void;
-    let flags = flags.bits() | libc::CLONE_VM | libc::CLONE_PIDFD | libc::SIGCHLD;
+    let flags = libc::CLONE_VM | libc::CLONE_PIDFD | libc::SIGCHLD;
     // The child shares our memory and this thread's TLS until it execs: no signal handler
     // of the program may run in it. Block every signal around the clone (the child keeps
     // the mask through exec; the re-executed role unblocks them), as posix_spawn does.
@@ -291,7 +270,7 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
             libc::SYS_dup3,
             [
                 plan.child_control as usize,
-                INIT_CONTROL_FD as usize,
+                LAUNCH_CHANNEL_FD as usize,
                 0,
                 0,
                 0,
@@ -300,22 +279,6 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
         ) < 0
         {
             raw::exit(126);
-        }
-        // Wait for the parent to map our ids; EOF means it gave up on us.
-        let mut go = 0u8;
-        if raw::syscall(
-            libc::SYS_read,
-            [
-                INIT_CONTROL_FD as usize,
-                &mut go as *mut u8 as usize,
-                1,
-                0,
-                0,
-                0,
-            ],
-        ) != 1
-        {
-            raw::exit(125);
         }
         raw::syscall(
             libc::SYS_execveat,

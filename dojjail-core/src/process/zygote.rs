@@ -49,7 +49,8 @@ enum ForkReply {
 }
 
 /// Forks an init with `flags` through one of the zygotes (started on first use, restarted
-/// if it died) and returns its pid and pidfd. The init waits on `control` for its go byte.
+/// if it died) and returns its pid and pidfd. The zygote maps the init's ids and releases
+/// it; the init then waits on `control` for its configuration.
 pub(crate) fn fork_init(
     flags: CloneFlags,
     persistent: bool,
