@@ -275,7 +275,7 @@ impl Host {
             running: Some(running),
             entrypoint,
         };
-        starting.configure(&config)?;
+        starting.prestart_worker();
         Ok(Some(starting))
     }
 
@@ -300,11 +300,19 @@ impl Host {
     fn clone_init(&self, config: &Config) -> Result<Running> {
         let name = &self.inner.name;
         let namespaces = config.namespaces;
+        let init_config = InitConfig {
+            name: name.clone(),
+            set_hostname: namespaces.contains(Namespaces::UTS),
+            private_mounts: namespaces.contains(Namespaces::MOUNT),
+            mount_proc: namespaces.contains(Namespaces::MOUNT | Namespaces::PID),
+            loopback_up: namespaces.contains(Namespaces::NET),
+            persistent: config.persistent,
+        };
         let StartedInit {
             pid,
             pidfd,
             control,
-        } = spawn::clone_init(namespaces, config.persistent).map_err(|e| {
+        } = spawn::clone_init(namespaces, init_config).map_err(|e| {
             let refused = matches!(
                 e.raw_os_error(),
                 Some(libc::EPERM | libc::ENOSPC | libc::EUSERS)
@@ -605,29 +613,16 @@ impl Starting<'_> {
             .expect("present until finished or dropped")
     }
 
-    /// Sends the init its configuration. While it execs and sets up, a first exec worker
-    /// enters its namespaces.
-    fn configure(&self, config: &Config) -> Result<()> {
+    /// While the init sets up, a first exec worker enters its namespaces.
+    fn prestart_worker(&self) {
         let name = self.host.name();
         let running = self.running();
-        let ns = config.namespaces;
-        let lost = |e: std::io::Error| Error::protocol(name, e.to_string());
-        let init_config = InitConfig {
-            name: name.to_owned(),
-            set_hostname: ns.contains(Namespaces::UTS),
-            private_mounts: ns.contains(Namespaces::MOUNT),
-            mount_proc: ns.contains(Namespaces::MOUNT | Namespaces::PID),
-            loopback_up: ns.contains(Namespaces::NET),
-            persistent: config.persistent,
-        };
-        running.control.send(&init_config, &[]).map_err(lost)?;
         // The namespaces exist as soon as clone returns: a worker can enter them while the
         // init sets up (mounts made later show in the same mount namespace). If the init
         // failed already, `finish` reads why from its report.
         if let Ok(namespaces) = running.open_namespaces(name) {
             self.host.inner.workers.prestart(name, namespaces);
         }
-        Ok(())
     }
 
     /// The second half of [`Host::run`]: waits until the init is ready. The entrypoint, if

@@ -28,9 +28,10 @@ struct Child {
     main: bool,
 }
 
-/// Runs the init on `control` and never returns.
-pub(crate) fn run(control: Channel) -> ! {
-    let code = match serve(control) {
+/// Sets the host up as `config` says, then serves requests on `control`; never returns.
+/// One byte on `ids_mapped` (EOF: the mapping failed) says the zygote has mapped our ids.
+pub(crate) fn run(config: &InitConfig, control: Channel, ids_mapped: OwnedFd) -> ! {
+    let code = match serve(config, control, ids_mapped) {
         Ok(()) => 0,
         Err(_) => 1,
     };
@@ -38,12 +39,9 @@ pub(crate) fn run(control: Channel) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn serve(control: Channel) -> io::Result<()> {
-    let Some((config, _)) = control.recv::<InitConfig>()? else {
-        return Ok(());
-    };
+fn serve(config: &InitConfig, control: Channel, ids_mapped: OwnedFd) -> io::Result<()> {
     let exe = File::open("/proc/self/exe")?;
-    if let Err((step, error)) = set_up(&config) {
+    if let Err((step, error)) = set_up(config, ids_mapped) {
         let errno = error.raw_os_error().unwrap_or(libc::EIO);
         control.send(&InitReport::Failed { step, errno }, &[])?;
         return Err(error);
@@ -111,17 +109,19 @@ fn control_borrow(control: &Channel) -> std::os::fd::BorrowedFd<'_> {
     unsafe { std::os::fd::BorrowedFd::borrow_raw(control.as_raw_fd()) }
 }
 
-/// Hostname, private mounts, loopback. Returns the failed step and the error.
-fn set_up(config: &InitConfig) -> Result<(), (String, io::Error)> {
+/// Hostname, private mounts, loopback, then (once our ids are mapped) the host's own
+/// /etc/hosts. Returns the failed step and the error.
+fn set_up(config: &InitConfig, ids_mapped: OwnedFd) -> Result<(), (String, io::Error)> {
     let _ = nix::sys::prctl::set_name(c"dojjail-init");
     // Orphans inside the host become our children even without a pid namespace.
     let _ = nix::sys::prctl::set_child_subreaper(true);
+    let step = |what: &'static str| move |e: nix::Error| (what.to_owned(), io::Error::from(e));
+    // Capabilities in a new user namespace do not need mapped ids: all of this runs while
+    // the zygote writes the maps.
     if config.set_hostname {
-        nix::unistd::sethostname(&config.name)
-            .map_err(|e| ("set the hostname".to_owned(), e.into()))?;
+        nix::unistd::sethostname(&config.name).map_err(step("set the hostname"))?;
     }
     if config.private_mounts {
-        let step = |what: &'static str| move |e: nix::Error| (what.to_owned(), io::Error::from(e));
         mount(
             None::<&str>,
             "/",
@@ -148,15 +148,23 @@ fn set_up(config: &InitConfig) -> Result<(), (String, io::Error)> {
             Some("mode=1777"),
         )
         .map_err(step("mount a private /tmp"))?;
-        if std::path::Path::new(HOSTS).exists() {
-            private_hosts_file(&config.name)
-                .map_err(|e| ("give the host its own /etc/hosts".to_owned(), e))?;
-        }
     }
     if config.loopback_up {
         RouteSocket::open()
             .and_then(|mut socket| socket.execute(link::set_up(link::LOOPBACK_INDEX), Mode::Change))
             .map_err(|e| ("bring the loopback interface up".to_owned(), e))?;
+    }
+    // A file created with unmapped ids would belong to nobody (EOVERFLOW).
+    let mut byte = [0u8; 1];
+    match nix::unistd::read(&ids_mapped, &mut byte) {
+        Ok(1) => {}
+        Ok(_) => return Err(step("map the host's user and group ids")(nix::Error::EPERM)),
+        Err(e) => return Err(step("map the host's user and group ids")(e)),
+    }
+    drop(ids_mapped);
+    if config.private_mounts && std::path::Path::new(HOSTS).exists() {
+        private_hosts_file(&config.name)
+            .map_err(|e| ("give the host its own /etc/hosts".to_owned(), e))?;
     }
     Ok(())
 }

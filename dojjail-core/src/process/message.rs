@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Sent once by the controller right after the init has started.
+/// How an init sets its host up. It travels in the zygote's fork request, so the init has
+/// it from its first instruction and sets up while its ids are being mapped.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct InitConfig {
     /// The host's name, also its hostname when it has a uts namespace.
@@ -19,7 +20,7 @@ pub(crate) struct InitConfig {
     pub persistent: bool,
 }
 
-/// The init's answer to [`InitConfig`].
+/// The init's first message on its control channel.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum InitReport {
     /// Everything is set up; requests may follow.

@@ -12,6 +12,7 @@ use std::{io, ptr, thread};
 
 use super::channel::Channel;
 use super::dispatch::ROLE_ENV;
+use super::message::InitConfig;
 use super::{raw, zygote};
 use crate::ns::Namespaces;
 
@@ -87,10 +88,10 @@ fn current_exe() -> io::Result<RawFd> {
 
 /// Starts an init in new `namespaces`: a zygote forks it (see [`zygote`]), writes its id
 /// maps (when it has a user namespace of its own) and releases it.
-pub(crate) fn clone_init(namespaces: Namespaces, persistent: bool) -> io::Result<StartedInit> {
+pub(crate) fn clone_init(namespaces: Namespaces, config: InitConfig) -> io::Result<StartedInit> {
     let (control, child_control) = Channel::pair()?;
     // The zygote forks the init, maps its ids and releases it.
-    let (pid, pidfd) = zygote::fork_init(namespaces.clone_flags(), persistent, child_control)?;
+    let (pid, pidfd) = zygote::fork_init(namespaces.clone_flags(), config, child_control)?;
     Ok(StartedInit {
         pid,
         pidfd,

@@ -20,6 +20,7 @@ use nix::sched::CloneFlags;
 use serde::{Deserialize, Serialize};
 
 use super::channel::Channel;
+use super::message::InitConfig;
 use super::spawn::{self, Launched};
 use super::{dispatch, init};
 
@@ -28,7 +29,7 @@ use super::{dispatch, init};
 #[derive(Debug, Serialize, Deserialize)]
 struct ForkRequest {
     flags: i32,
-    persistent: bool,
+    init: InitConfig,
 }
 
 /// The zygote's answer. Attached to `Forked`: the init's pidfd.
@@ -53,7 +54,7 @@ enum ForkReply {
 /// it; the init then waits on `control` for its configuration.
 pub(crate) fn fork_init(
     flags: CloneFlags,
-    persistent: bool,
+    init: InitConfig,
     control: Channel,
 ) -> io::Result<(i32, OwnedFd)> {
     static ZYGOTES: OnceLock<Vec<Mutex<Option<Zygote>>>> = OnceLock::new();
@@ -71,7 +72,7 @@ pub(crate) fn fork_init(
     let mut zygote = slot.lock().unwrap_or_else(|e| e.into_inner());
     let request = ForkRequest {
         flags: flags.bits(),
-        persistent,
+        init,
     };
     // A zygote that died (killed from outside) is replaced once.
     for attempt in 0..2 {
@@ -251,9 +252,9 @@ pub(crate) fn run(channel: Channel) -> ! {
 /// Forks one init. The zygote is single-threaded, so the child may run Rust: it becomes
 /// the init and never returns.
 fn fork(request: &ForkRequest, control: OwnedFd, zygote: &Channel) -> Result<(i32, OwnedFd), i32> {
-    // The child waits on this pipe until its ids are mapped: the zygote writes the maps
-    // itself (it has the controller's credentials), which spares the controller a round
-    // trip before the init can start its setup.
+    // The zygote writes the child's id maps itself (it has the controller's credentials),
+    // while the child already sets up what needs no mapped ids; the child waits on this
+    // pipe before anything that does (creating files).
     let (go_read, go_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e as i32)?;
     let mut pidfd: libc::c_int = -1;
@@ -305,7 +306,7 @@ fn fork(request: &ForkRequest, control: OwnedFd, zygote: &Channel) -> Result<(i3
     // The child: the host's init from here on.
     // SAFETY: plain system calls in a fresh single-threaded child.
     unsafe {
-        if !request.persistent {
+        if !request.init.persistent {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
         }
         // The zygote's channel is not the init's business; if the init kept it, the
@@ -313,16 +314,7 @@ fn fork(request: &ForkRequest, control: OwnedFd, zygote: &Channel) -> Result<(i3
         libc::close(zygote.as_raw_fd());
     }
     drop(go_write);
-    // Wait for the zygote to map our ids; EOF means it could not.
-    let mut go = [0u8; 1];
-    match nix::unistd::read(&go_read, &mut go) {
-        Ok(1) => {
-            drop(go_read);
-            init::run(Channel::from_fd(control))
-        }
-        // SAFETY: leaving the forked copy without running the zygote's destructors.
-        _ => unsafe { libc::_exit(1) },
-    }
+    init::run(&request.init, Channel::from_fd(control), go_read)
 }
 
 /// `struct clone_args` of clone3(2); the libc crate does not define it for glibc targets.
