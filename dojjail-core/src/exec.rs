@@ -6,11 +6,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::host::lock;
 use crate::ns::{enter_on_this_thread, NamespaceFds};
+use crate::spin;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -148,34 +149,13 @@ impl Worker {
 /// How long a waiting side spins before it sleeps.
 const SPIN: Duration = Duration::from_micros(50);
 
-/// Receives from `channel`, spinning for a few microseconds before sleeping. A sleeping
-/// thread woken from another CPU costs tens of microseconds on virtual machines (an idle
-/// vCPU halts into the hypervisor), more than a whole exec round trip otherwise takes.
-///
-/// A thread allowed on a single CPU does not spin: it would only keep the other side, which
-/// needs that CPU, from running.
+/// Receives from `channel`, spinning for a few microseconds before sleeping: a whole exec
+/// round trip takes less than one wake-up from another CPU.
 fn receive<T>(channel: &mpsc::Receiver<T>) -> std::result::Result<T, mpsc::RecvError> {
-    if !may_spin() {
-        return channel.recv();
-    }
-    let start = Instant::now();
-    loop {
-        match channel.try_recv() {
-            Ok(value) => return Ok(value),
-            Err(mpsc::TryRecvError::Disconnected) => return Err(mpsc::RecvError),
-            Err(mpsc::TryRecvError::Empty) if start.elapsed() < SPIN => std::hint::spin_loop(),
-            Err(mpsc::TryRecvError::Empty) => return channel.recv(),
-        }
-    }
-}
-
-/// Whether the calling thread may run on more than one CPU now (a system call: cheap
-/// next to a sleep, and a thread's affinity can change at any time).
-fn may_spin() -> bool {
-    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).is_ok_and(|set| {
-        (0..nix::sched::CpuSet::count())
-            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
-            .nth(1)
-            .is_some()
-    })
+    let spun = spin::spin_for(SPIN, || match channel.try_recv() {
+        Ok(value) => Some(Ok(value)),
+        Err(mpsc::TryRecvError::Disconnected) => Some(Err(mpsc::RecvError)),
+        Err(mpsc::TryRecvError::Empty) => None,
+    });
+    spun.unwrap_or_else(|| channel.recv())
 }

@@ -598,6 +598,9 @@ impl Host {
     }
 }
 
+/// How long [`Starting::finish`] spins for the init's report before it sleeps.
+const READY_SPIN: Duration = Duration::from_micros(250);
+
 /// A host between the two halves of [`Host::run`]. Dropping it unfinished kills the init.
 pub(crate) struct Starting<'a> {
     host: &'a Host,
@@ -631,7 +634,10 @@ impl Starting<'_> {
         let name = self.host.name().to_owned();
         let running = self.running();
         let lost = |e: std::io::Error| Error::protocol(&name, e.to_string());
-        match running.control.recv::<InitReport>().map_err(lost)? {
+        // The init is in its last setup steps by now: its report comes sooner than a
+        // wake-up from another CPU would.
+        let report = running.control.recv_spinning::<InitReport>(READY_SPIN);
+        match report.map_err(lost)? {
             Some((InitReport::Ready, _)) => {}
             Some((InitReport::Failed { step, errno }, _)) => {
                 return Err(Error::Setup {

@@ -16,6 +16,7 @@ mod net;
 mod network;
 mod ns;
 mod process;
+mod spin;
 
 pub use error::{Error, Result};
 pub use host::Host;

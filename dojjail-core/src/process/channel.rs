@@ -3,6 +3,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
@@ -10,6 +11,8 @@ use nix::sys::socket::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::spin;
 
 /// The largest message either side sends (spawn requests carry argv and environment).
 const MAX_MESSAGE: usize = 256 << 10;
@@ -96,8 +99,31 @@ impl Channel {
     /// Receives one message and the descriptors that came with it; `None` when the other
     /// end has closed.
     pub(crate) fn recv<T: DeserializeOwned>(&self) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
+        self.recv_spinning(Duration::ZERO)
+    }
+
+    /// [`Channel::recv`] for an answer expected within `spin`: spins that long before it
+    /// sleeps (see [`crate::spin`]).
+    pub(crate) fn recv_spinning<T: DeserializeOwned>(
+        &self,
+        spin: Duration,
+    ) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
         let mut buf = vec![0u8; MAX_MESSAGE];
-        let Some((len, fds)) = self.recv_bytes(&mut buf)? else {
+        let spun = if spin.is_zero() {
+            None
+        } else {
+            spin::spin_for(spin, || {
+                match self.recv_bytes(&mut buf, MsgFlags::MSG_DONTWAIT) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                    other => Some(other),
+                }
+            })
+        };
+        let received = match spun {
+            Some(received) => received?,
+            None => self.recv_bytes(&mut buf, MsgFlags::empty())?,
+        };
+        let Some((len, fds)) = received else {
             return Ok(None);
         };
         let message = serde_json::from_slice(&buf[..len])
@@ -105,7 +131,11 @@ impl Channel {
         Ok(Some((message, fds)))
     }
 
-    pub(crate) fn recv_bytes(&self, buf: &mut [u8]) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+    fn recv_bytes(
+        &self,
+        buf: &mut [u8],
+        flags: MsgFlags,
+    ) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
         let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
         loop {
             let mut iov = [IoSliceMut::new(buf)];
@@ -113,7 +143,7 @@ impl Channel {
                 self.fd.as_raw_fd(),
                 &mut iov,
                 Some(&mut cmsg_space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
+                MsgFlags::MSG_CMSG_CLOEXEC | flags,
             ) {
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => return Err(e.into()),
