@@ -300,17 +300,40 @@ fn connecting_a_host_to_itself_or_reusing_a_name_is_an_error() {
 
 #[test]
 fn a_host_failing_to_start_tears_the_whole_network_down() {
-    let good = Host::new("good");
+    // Enough hosts that they start on several threads: the others are running by the
+    // time the bad one fails.
+    let good: Vec<Host> = (0..16).map(|i| Host::new(format!("good-{i}"))).collect();
     let bad = Host::new("bad").entrypoint_named("no::such::entrypoint", &());
     let network = Network::new("half");
-    network.connect(&good, &bad).unwrap();
+    for host in &good {
+        network.connect(host, &bad).unwrap();
+    }
     let error = network.run().unwrap_err();
     assert!(matches!(error, Error::UnknownEntrypoint { .. }), "{error}");
     assert!(!network.is_running());
-    assert!(
-        !good.is_running(),
-        "the host started before the failure was torn down"
-    );
+    for host in &good {
+        assert!(
+            !host.is_running(),
+            "{}, started before the failure, was torn down",
+            host.name()
+        );
+    }
+
+    // Once the cause is fixed, the same network and hosts run.
+    let _ = bad.clone().entrypoint(idle);
+    network.run().unwrap();
+    assert!(good.iter().all(Host::is_running) && bad.is_running());
+    // Its interface is eth0 again: nothing of the failed start stayed.
+    let interfaces =
+        good[0].exec_shell("test -e /sys/class/net/eth0 && ! test -e /sys/class/net/eth1");
+    assert!(interfaces.unwrap().status.success());
+    assert!(ping_reaches(&good[0], network.ip(&bad).unwrap()));
+}
+
+/// A main process that stays until its host is killed.
+#[dojjail::host]
+fn idle() {
+    std::thread::sleep(std::time::Duration::from_secs(3600));
 }
 
 #[test]

@@ -486,6 +486,23 @@ impl Host {
         Ok(())
     }
 
+    /// Undoes a start that a network could not complete: kills the init, if any, and makes
+    /// the host new again, so the same `Host` can run later (as after a failed
+    /// [`Host::run`]). Only for a host that was not running before that start.
+    pub(crate) fn abandon_start(&self) {
+        let mut state = lock(&self.inner.state);
+        if let State::Running(running) = &*state {
+            running.kill();
+        }
+        *state = State::Created;
+        self.inner.workers.clear();
+        *lock(&self.inner.pending_main) = None;
+        *lock(&self.inner.main) = MainSlot::None;
+        *lock(&self.inner.log) = None;
+        lock(&self.inner.hosts_entries).clear();
+        self.inner.interfaces.store(0, Ordering::Relaxed);
+    }
+
     /// Waits until a process in the host listens on TCP `port` (IPv4 or IPv6, any address),
     /// without sleeping blindly: it watches the host's socket table. Fails with
     /// [`Error::Timeout`] after `timeout`, or when the host stops.

@@ -221,7 +221,9 @@ impl Network {
 
     /// Starts the network and every host in it: the bridge, one veth pair per host, the
     /// addresses, the edge filter and every host's /etc/hosts. Does nothing if it runs
-    /// already. If anything fails half way, everything this call started is torn down.
+    /// already. If anything fails half way, everything this call started is torn down: the
+    /// hosts it started are new again, and `run` may be called again once the cause is
+    /// fixed.
     pub fn run(&self) -> Result<()> {
         let mut state = lock(&self.inner.state);
         if state.live.is_some() {
@@ -235,8 +237,11 @@ impl Network {
             state.live = None;
             for (member, was_running) in state.members.iter_mut().zip(already_running) {
                 member.interface = None;
-                if !was_running {
-                    let _ = member.host.kill();
+                if was_running {
+                    // Its interface went with the bridge's namespace; its names go too.
+                    let _ = member.host.set_hosts_entries(self.inner.id, Arc::from(""));
+                } else {
+                    member.host.abandon_start();
                 }
             }
         }
