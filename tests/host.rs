@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dojjail::{Error, Host};
+use dojjail::{Error, Host, Namespaces};
 
 #[dojjail::host]
 fn forty_two() -> u32 {
@@ -453,6 +453,62 @@ fn a_machine_without_user_namespaces_gets_a_clear_error() {
     assert!(text.contains("sysctl"), "names the fix: {text}");
 }
 
+/// Not a test on its own: starts a host where no more network namespaces may be created.
+#[test]
+#[ignore = "helper process for a_namespace_limit_is_a_typed_error"]
+fn namespace_limit_helper() {
+    if std::env::var_os("DOJJAIL_TEST_LIMIT_HELPER").is_none() {
+        return;
+    }
+    let error = Host::new("limited").run().unwrap_err();
+    println!("error: {error}");
+    assert!(matches!(error, Error::LimitReached { .. }), "{error:?}");
+    // No init of the refused host is left, and hosts that fit the limit still start.
+    assert_eq!(inits_of_this_process(), 0);
+    let fitting = Host::new("fitting").namespaces(Namespaces::ALL - Namespaces::NET);
+    fitting.run().unwrap();
+    assert_eq!(inits_of_this_process(), 1);
+}
+
+/// How many hosts' inits are children of this process (inits are forked with CLONE_PARENT).
+fn inits_of_this_process() -> usize {
+    let me = std::process::id().to_string();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| fs::read_to_string(entry.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            // pid (comm) state ppid ...
+            let Some((comm, rest)) = stat.split_once(") ") else {
+                return false;
+            };
+            comm.ends_with("(dojjail-init") && rest.split(' ').nth(1) == Some(&me)
+        })
+        .count()
+}
+
+#[test]
+fn a_namespace_limit_is_a_typed_error() {
+    // A user namespace of our own where no network namespace may be created.
+    let output = Command::new("unshare")
+        .args(["--user", "--map-root-user", "sh", "-c"])
+        .arg("echo 0 > /proc/sys/user/max_net_namespaces && exec \"$0\" --exact namespace_limit_helper --ignored --nocapture")
+        .arg(std::env::current_exe().unwrap())
+        .env("DOJJAIL_TEST_LIMIT_HELPER", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("limit on namespaces (user.max_net_namespaces = 0,"),
+        "names the limit first: {text}"
+    );
+    assert!(text.contains("raise the limit"), "names the fix: {text}");
+}
+
 /// Not a test on its own: starts a persistent host, reports its pid and returns.
 #[test]
 #[ignore = "helper process for persistent_hosts_outlive_their_controller"]
@@ -511,8 +567,7 @@ fn persistent_hosts_outlive_their_controller() {
 fn a_host_may_share_namespaces_with_its_creator() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let host =
-        Host::new("shares-net").namespaces(dojjail::Namespaces::ALL - dojjail::Namespaces::NET);
+    let host = Host::new("shares-net").namespaces(Namespaces::ALL - Namespaces::NET);
     host.run().unwrap();
     let reached = host
         .exec(|| TcpStream::connect(("127.0.0.1", port)).is_ok())

@@ -59,6 +59,19 @@ pub enum Error {
         fix: &'static str,
     },
 
+    /// The kernel refused a host because a limit was reached: namespace counts or nesting,
+    /// or processes.
+    #[error(
+        "host {host:?}: cannot start: {limit} was reached; stop hosts that are no longer \
+         needed, or raise the limit"
+    )]
+    LimitReached {
+        /// The host's name.
+        host: String,
+        /// Which limit, with its current values where they can be read.
+        limit: String,
+    },
+
     /// A closure given to `exec` panicked; the host is still usable.
     #[error("host {host:?}: the closure passed to exec panicked: {message}")]
     ExecPanicked {

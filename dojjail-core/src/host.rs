@@ -312,17 +312,8 @@ impl Host {
             pid,
             pidfd,
             control,
-        } = spawn::clone_init(namespaces, init_config).map_err(|e| {
-            let refused = matches!(
-                e.raw_os_error(),
-                Some(libc::EPERM | libc::ENOSPC | libc::EUSERS)
-            );
-            if namespaces.contains(Namespaces::USER) && refused {
-                ns::namespaces_unavailable(&format!("clone3(CLONE_NEWUSER | ...): {e}"))
-            } else {
-                Error::os(name, "clone3 of the host's init", e)
-            }
-        })?;
+        } = spawn::clone_init(namespaces, init_config)
+            .map_err(|e| ns::refused(name, namespaces, e))?;
         Ok(Running {
             pid,
             pidfd,

@@ -22,8 +22,8 @@ const FIX: &str = "run as root, or let ordinary users create user namespaces: \
     `sysctl -w kernel.unprivileged_userns_clone=1` (Debian kernels), \
     `sysctl -w user.max_user_namespaces=15000`, and on Ubuntu 23.10 and later \
     `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`; inside Docker, start the \
-    container with a seccomp profile that allows unshare, setns and sethostname \
-    (see the README's Docker section)";
+    container with a seccomp profile that allows clone3, unshare, setns and sethostname \
+    (or with `--security-opt seccomp=unconfined`)";
 
 /// This process's own `/proc`, opened before `main`. Threads that entered a host's mount
 /// namespace see the host's `/proc` under that path, where the controller's pids mean

@@ -4,8 +4,10 @@
 mod controller;
 mod enter;
 mod flags;
+mod limits;
 
 pub use controller::become_namespace_root;
-pub(crate) use controller::{ensure_privileged, namespaces_unavailable, open_proc};
+pub(crate) use controller::{ensure_privileged, open_proc};
 pub(crate) use enter::{enter_on_this_thread, NamespaceFds};
 pub use flags::Namespaces;
+pub(crate) use limits::refused;
