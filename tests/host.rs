@@ -338,6 +338,58 @@ fn commands_get_exit_codes_stdin_and_environment() {
 }
 
 #[test]
+fn a_command_that_cannot_start_says_why() {
+    let host = running("refusals");
+    let cases = [
+        (
+            host.command("true").current_dir("/no/such/dir").status(),
+            "entering its working directory \"/no/such/dir\": No such file or directory",
+        ),
+        (host.command("").status(), "the program name is empty"),
+        (
+            host.command("echo").arg("a\0b").status(),
+            "an argument, an environment entry or the working directory contains a NUL byte",
+        ),
+        (host.command("/tmp").status(), "Permission denied"),
+    ];
+    for (result, expected) in cases {
+        let error = result.unwrap_err();
+        assert!(matches!(error, Error::Spawn { .. }), "{error:?}");
+        assert!(error.to_string().contains(expected), "{error}");
+    }
+    assert_eq!(shell(&host, "echo still here"), "still here\n");
+}
+
+#[test]
+fn commands_take_megabytes_of_arguments_up_to_the_kernel_limit() {
+    let host = running("big-args");
+    // A megabyte of arguments and a large environment entry: far more than one message
+    // between the controller and the init may carry.
+    let args: Vec<String> = (0..10).map(|i| i.to_string().repeat(100_000)).collect();
+    let output = host
+        .command("sh")
+        .args(["-c", "echo $# ${#BIG} ${#9}", "sh"])
+        .args(&args)
+        .env("BIG", "y".repeat(120_000))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "10 120000 100000\n"
+    );
+    // Past ARG_MAX the kernel refuses, and says so.
+    let too_many: Vec<String> = (0..40).map(|_| "x".repeat(100_000)).collect();
+    let error = host.command("true").args(&too_many).status().unwrap_err();
+    match &error {
+        Error::Spawn { source, .. } => {
+            assert_eq!(source.kind(), std::io::ErrorKind::ArgumentListTooLong)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(shell(&host, "echo still here"), "still here\n");
+}
+
+#[test]
 fn orphans_inside_are_reaped() {
     let host = running("reaper");
     // The subshell exits at once, so `sleep` is reparented to the host's init.

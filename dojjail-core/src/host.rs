@@ -24,7 +24,8 @@ use crate::process::dispatch::{
     panic_message, ARGS_ENV, ENTRYPOINT_ENV, ROLE_ENTRYPOINT, ROLE_ENV,
 };
 use crate::process::message::{
-    EntrypointOutcome, InitConfig, InitReport, Program, Request, SpawnReply, SpawnRequest,
+    Bytes, EntrypointOutcome, InitConfig, InitReport, Program, Request, SpawnReply, SpawnRequest,
+    SpawnStep,
 };
 use crate::process::registry::{self, Entrypoint};
 use crate::process::spawn::{self, StartedInit};
@@ -341,8 +342,8 @@ impl Host {
         ]);
         let request = SpawnRequest {
             program: Program::CurrentExe,
-            argv: vec![argv0.into_encoded_bytes()],
-            env: Some(env),
+            argv: vec![argv0.into_encoded_bytes().into()],
+            env: Some(env.into_iter().map(Bytes::from).collect()),
             cwd: None,
             extra_fds: 1,
             main: true,
@@ -697,6 +698,23 @@ impl Drop for HostInner {
     }
 }
 
+/// The error of a process that could not start, saying which step failed.
+fn spawn_failure(step: SpawnStep, errno: i32, cwd: Option<&[u8]>) -> std::io::Error {
+    let os = std::io::Error::from_raw_os_error(errno);
+    let explained = |text: String| std::io::Error::new(os.kind(), text);
+    match step {
+        SpawnStep::Exec => os,
+        SpawnStep::Arguments => explained(
+            "an argument, an environment entry or the working directory contains a NUL byte".into(),
+        ),
+        SpawnStep::Descriptors => explained(format!("arranging its standard streams: {os}")),
+        SpawnStep::Directory => explained(format!(
+            "entering its working directory {:?}: {os}",
+            String::from_utf8_lossy(cwd.unwrap_or_default())
+        )),
+    }
+}
+
 impl Running {
     /// Starts a process through the init. `fds` are stdin, stdout, stderr and extras.
     pub(crate) fn spawn(
@@ -707,6 +725,7 @@ impl Running {
         what: &str,
     ) -> Result<(i32, Channel)> {
         let lost = |e: std::io::Error| Error::protocol(host, e.to_string());
+        let cwd = request.cwd.clone();
         let (ours, theirs) = Channel::pair().map_err(|e| Error::os(host, "socketpair", e))?;
         let theirs = theirs.into_fd();
         let mut all = Vec::with_capacity(fds.len() + 1);
@@ -718,10 +737,10 @@ impl Running {
         drop(theirs);
         match ours.recv::<SpawnReply>().map_err(lost)? {
             Some((SpawnReply::Spawned { pid }, _)) => Ok((pid, ours)),
-            Some((SpawnReply::Failed { errno }, _)) => Err(Error::Spawn {
+            Some((SpawnReply::Failed { step, errno }, _)) => Err(Error::Spawn {
                 host: host.to_owned(),
                 program: what.to_owned(),
-                source: std::io::Error::from_raw_os_error(errno),
+                source: spawn_failure(step, errno, cwd.as_deref()),
             }),
             Some((SpawnReply::Exited { .. }, _)) | None => Err(Error::Stopped {
                 host: host.to_owned(),

@@ -1,8 +1,10 @@
 //! A typed channel between the controlling process and a host's init: one serde_json
 //! message per SOCK_SEQPACKET datagram, with file descriptors riding along as SCM_RIGHTS.
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut, Write};
+use std::os::fd::AsFd;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use nix::sys::socket::{
@@ -14,10 +16,17 @@ use serde::Serialize;
 
 use crate::spin;
 
-/// The largest message either side sends (spawn requests carry argv and environment).
-const MAX_MESSAGE: usize = 256 << 10;
-/// The most descriptors one message carries.
-const MAX_FDS: usize = 8;
+/// The largest message sent in the datagram itself. A larger one (spawn requests carry
+/// argv and environment, which may reach the kernel's ARG_MAX of megabytes) travels in a
+/// memfd attached to a one-byte [`SPILLED`] datagram: a datagram cannot be larger than the
+/// socket's send buffer.
+const INLINE_MAX: usize = 64 << 10;
+/// Marks a message that travels in the memfd attached last. JSON never starts with NUL.
+const SPILLED: &[u8] = b"\0";
+/// Refuses spilled messages beyond this size (no message of ours comes near it).
+const SPILL_MAX: u64 = 256 << 20;
+/// The most descriptors one message carries, the memfd of a spilled one included.
+const MAX_FDS: usize = 9;
 
 /// One end of a message channel.
 #[derive(Debug)]
@@ -71,10 +80,21 @@ impl Channel {
     /// Sends one message with `fds` attached.
     pub(crate) fn send<T: Serialize>(&self, message: &T, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         let bytes = serde_json::to_vec(message).map_err(io::Error::other)?;
-        self.send_bytes(&bytes, fds)
+        if bytes.len() <= INLINE_MAX {
+            return self.send_bytes(&bytes, fds);
+        }
+        let memfd = nix::sys::memfd::memfd_create(
+            c"dojjail-message",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+        )?;
+        let mut file = std::fs::File::from(memfd);
+        file.write_all(&bytes)?;
+        let mut all = fds.to_vec();
+        all.push(file.as_fd());
+        self.send_bytes(SPILLED, &all)
     }
 
-    pub(crate) fn send_bytes(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    fn send_bytes(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
         let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() {
             &[]
@@ -108,7 +128,7 @@ impl Channel {
         &self,
         spin: Duration,
     ) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
-        let mut buf = vec![0u8; MAX_MESSAGE];
+        let mut buf = vec![0u8; INLINE_MAX];
         let spun = if spin.is_zero() {
             None
         } else {
@@ -123,11 +143,23 @@ impl Channel {
             Some(received) => received?,
             None => self.recv_bytes(&mut buf, MsgFlags::empty())?,
         };
-        let Some((len, fds)) = received else {
+        let Some((len, mut fds)) = received else {
             return Ok(None);
         };
-        let message = serde_json::from_slice(&buf[..len])
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+        let message = if &buf[..len] == SPILLED {
+            let file = std::fs::File::from(fds.pop().ok_or_else(|| invalid("no memfd".into()))?);
+            let size = file.metadata()?.len();
+            if size > SPILL_MAX {
+                return Err(invalid(format!("a message of {size} bytes")));
+            }
+            let mut bytes = vec![0u8; size as usize];
+            file.read_exact_at(&mut bytes, 0)?;
+            serde_json::from_slice(&bytes)
+        } else {
+            serde_json::from_slice(&buf[..len])
+        };
+        let message = message.map_err(|e| invalid(e.to_string()))?;
         Ok(Some((message, fds)))
     }
 

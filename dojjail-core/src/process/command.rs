@@ -11,7 +11,7 @@ use std::process::{ExitStatus, Output};
 use std::sync::Arc;
 
 use super::channel::Channel;
-use super::message::{Program, SpawnReply, SpawnRequest};
+use super::message::{Bytes, Program, SpawnReply, SpawnRequest};
 use crate::error::{Error, Result};
 use crate::host::{Host, Running};
 
@@ -177,6 +177,16 @@ impl HostCommand {
     ) -> Result<HostChild> {
         let running = self.host.running()?;
         let host = self.host.name().to_owned();
+        if self.program.is_empty() {
+            return Err(Error::Spawn {
+                host,
+                program: String::new(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the program name is empty",
+                ),
+            });
+        }
         let os = |op| {
             let host = host.clone();
             move |e: std::io::Error| Error::os(&host, op, e)
@@ -192,13 +202,16 @@ impl HostCommand {
         let (child_err, our_err) =
             prepare(stderr, 2, false, log).map_err(os("setting up stderr"))?;
         let request = SpawnRequest {
-            program: Program::Path(self.program.as_encoded_bytes().to_vec()),
+            program: Program::Path(self.program.as_encoded_bytes().to_vec().into()),
             argv: std::iter::once(&self.program)
                 .chain(&self.args)
-                .map(|a| a.as_encoded_bytes().to_vec())
+                .map(|a| a.as_encoded_bytes().to_vec().into())
                 .collect(),
             env: self.environment(),
-            cwd: self.cwd.as_ref().map(|c| c.as_encoded_bytes().to_vec()),
+            cwd: self
+                .cwd
+                .as_ref()
+                .map(|c| c.as_encoded_bytes().to_vec().into()),
             extra_fds: 0,
             main: false,
         };
@@ -218,7 +231,7 @@ impl HostCommand {
     }
 
     /// The full environment when it differs from the init's, which is this process's.
-    fn environment(&self) -> Option<Vec<Vec<u8>>> {
+    fn environment(&self) -> Option<Vec<Bytes>> {
         if !self.env_clear && self.env.is_empty() {
             return None;
         }
@@ -241,7 +254,7 @@ impl HostCommand {
                     let mut entry = k.into_encoded_bytes();
                     entry.push(b'=');
                     entry.extend(v.into_encoded_bytes());
-                    entry
+                    Bytes(entry)
                 })
                 .collect(),
         )

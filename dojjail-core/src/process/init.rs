@@ -18,7 +18,9 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::channel::Channel;
-use super::message::{InitConfig, InitReport, Program, Request, SpawnReply, SpawnRequest};
+use super::message::{
+    InitConfig, InitReport, Program, Request, SpawnReply, SpawnRequest, SpawnStep,
+};
 use super::raw;
 use crate::net::link;
 use crate::net::netlink::{Mode, RouteSocket};
@@ -219,7 +221,11 @@ fn spawn(request: SpawnRequest, fds: Vec<OwnedFd>, exe: &File, children: &mut Ha
     };
     let stdio: Vec<OwnedFd> = fds.collect();
     if stdio.len() != 3 + request.extra_fds {
-        let _ = reply.send(&SpawnReply::Failed { errno: libc::EBADF }, &[]);
+        let failed = SpawnReply::Failed {
+            step: SpawnStep::Descriptors,
+            errno: libc::EBADF,
+        };
+        let _ = reply.send(&failed, &[]);
         return;
     }
     match fork_exec(&request, &stdio, exe) {
@@ -236,8 +242,8 @@ fn spawn(request: SpawnRequest, fds: Vec<OwnedFd>, exe: &File, children: &mut Ha
                 children.insert(pid, Child { reply, main: false });
             }
         }
-        Err(errno) => {
-            let _ = reply.send(&SpawnReply::Failed { errno }, &[]);
+        Err((step, errno)) => {
+            let _ = reply.send(&SpawnReply::Failed { step, errno }, &[]);
         }
     }
 }
@@ -261,12 +267,17 @@ struct ChildPlan {
 /// Stack of a spawned child until it execs.
 const CHILD_STACK: usize = 64 << 10;
 
-/// Returns the child's pid once exec succeeded, or the errno of the failure.
+/// Returns the child's pid once exec succeeded, or the failed step and its errno.
 ///
 /// The child is cloned with CLONE_VM | CLONE_VFORK (what posix_spawn does): no copy of
 /// the init's address space, and the init sleeps until the child has exec'd or failed.
-fn fork_exec(request: &SpawnRequest, stdio: &[OwnedFd], exe: &File) -> Result<i32, i32> {
-    let cstring = |bytes: &[u8]| CString::new(bytes).map_err(|_| libc::EINVAL);
+fn fork_exec(
+    request: &SpawnRequest,
+    stdio: &[OwnedFd],
+    exe: &File,
+) -> Result<i32, (SpawnStep, i32)> {
+    let cstring =
+        |bytes: &[u8]| CString::new(bytes).map_err(|_| (SpawnStep::Arguments, libc::EINVAL));
     let argv: Vec<CString> = request
         .argv
         .iter()
@@ -291,8 +302,8 @@ fn fork_exec(request: &SpawnRequest, stdio: &[OwnedFd], exe: &File) -> Result<i3
             .chain(std::iter::once(std::ptr::null()))
             .collect()
     };
-    let (status_read, status_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e as i32)?;
+    let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| (SpawnStep::Descriptors, e as i32))?;
     let plan = ChildPlan {
         fds: stdio.iter().map(|fd| fd.as_raw_fd()).collect(),
         cwd: request.cwd.as_deref().map(cstring).transpose()?,
@@ -334,17 +345,21 @@ fn fork_exec(request: &SpawnRequest, stdio: &[OwnedFd], exe: &File) -> Result<i3
     };
     drop(status_write);
     if pid < 0 {
-        return Err(io::Error::last_os_error()
+        let errno = io::Error::last_os_error()
             .raw_os_error()
-            .unwrap_or(libc::EIO));
+            .unwrap_or(libc::EIO);
+        return Err((SpawnStep::Exec, errno));
     }
-    let mut bytes = [0u8; 4];
+    // The child reports a failure as its step and errno, 4 bytes each.
+    let mut bytes = [0u8; 8];
     let read = nix::unistd::read(&status_read, &mut bytes).unwrap_or(0);
-    if read == 4 {
+    if read == 8 {
         let mut status = 0;
         // SAFETY: reaping the child that failed to exec.
         unsafe { libc::waitpid(pid, &mut status, 0) };
-        Err(i32::from_ne_bytes(bytes))
+        let [s0, s1, s2, s3, e0, e1, e2, e3] = bytes;
+        let step = SpawnStep::from_code(u32::from_ne_bytes([s0, s1, s2, s3]));
+        Err((step, i32::from_ne_bytes([e0, e1, e2, e3])))
     } else {
         Ok(pid)
     }
@@ -381,22 +396,25 @@ extern "C" fn spawned_child_main(plan: *mut libc::c_void) -> libc::c_int {
             )
         };
         let status_pipe = high(plan.status_pipe, count + 1);
-        let fail = |errno: isize| -> ! {
-            let bytes = (errno as i32).to_ne_bytes();
+        let fail = |step: SpawnStep, errno: isize| -> ! {
+            let mut bytes = [0u8; 8];
+            bytes[..4].copy_from_slice(&step.code().to_ne_bytes());
+            bytes[4..].copy_from_slice(&(errno as i32).to_ne_bytes());
             let pipe = if status_pipe >= 0 {
                 status_pipe as usize
             } else {
                 plan.status_pipe as usize
             };
-            raw::syscall(libc::SYS_write, [pipe, bytes.as_ptr() as usize, 4, 0, 0, 0]);
+            // One write of 8 bytes to a pipe is atomic.
+            raw::syscall(libc::SYS_write, [pipe, bytes.as_ptr() as usize, 8, 0, 0, 0]);
             raw::exit(127)
         };
         if status_pipe < 0 {
-            fail(-status_pipe);
+            fail(SpawnStep::Descriptors, -status_pipe);
         }
         let exe = high(plan.exe, count);
         if exe < 0 {
-            fail(-exe);
+            fail(SpawnStep::Descriptors, -exe);
         }
         // The init blocks SIGCHLD for its signalfd; exec would keep that mask.
         let empty: u64 = 0;
@@ -414,19 +432,19 @@ extern "C" fn spawned_child_main(plan: *mut libc::c_void) -> libc::c_int {
         for (i, fd) in plan.fds.iter().enumerate() {
             let moved = high(*fd, i);
             if moved < 0 {
-                fail(-moved);
+                fail(SpawnStep::Descriptors, -moved);
             }
         }
         for target in 0..count {
             let result = raw::syscall(libc::SYS_dup3, [base + target, target, 0, 0, 0, 0]);
             if result < 0 {
-                fail(-result);
+                fail(SpawnStep::Descriptors, -result);
             }
         }
         if let Some(cwd) = &plan.cwd {
             let result = raw::syscall(libc::SYS_chdir, [cwd.as_ptr() as usize, 0, 0, 0, 0, 0]);
             if result < 0 {
-                fail(-result);
+                fail(SpawnStep::Directory, -result);
             }
         }
         let argv = plan.argv.as_ptr() as usize;
@@ -444,7 +462,7 @@ extern "C" fn spawned_child_main(plan: *mut libc::c_void) -> libc::c_int {
                         0,
                     ],
                 );
-                fail(-result)
+                fail(SpawnStep::Exec, -result)
             }
             Some(candidates) => {
                 let mut last = libc::ENOENT as isize;
@@ -458,7 +476,7 @@ extern "C" fn spawned_child_main(plan: *mut libc::c_void) -> libc::c_int {
                         last = -result;
                     }
                 }
-                fail(last)
+                fail(SpawnStep::Exec, last)
             }
         }
     }
