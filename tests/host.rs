@@ -484,21 +484,33 @@ fn no_userns_helper() {
     assert!(matches!(error, Error::UserNamespacesUnavailable { .. }));
 }
 
-#[test]
-fn a_machine_without_user_namespaces_gets_a_clear_error() {
-    // A user namespace of our own where the limit on nested user namespaces is 0.
+/// Runs the ignored test `helper` of this binary as root of a user namespace of its own in
+/// which the sysctl `user.<limit>` is 0, with `env` set; returns its stdout once it passed.
+fn run_helper_under_limit(limit: &str, helper: &str, env: &str) -> String {
     let output = Command::new("unshare")
         .args(["--user", "--map-root-user", "sh", "-c"])
-        .arg("echo 0 > /proc/sys/user/max_user_namespaces && exec \"$0\" --exact no_userns_helper --ignored --nocapture")
+        .arg(format!(
+            "echo 0 > /proc/sys/user/{limit} && exec \"$0\" --exact {helper} --ignored --nocapture"
+        ))
         .arg(std::env::current_exe().unwrap())
-        .env("DOJJAIL_TEST_NO_USERNS_HELPER", "1")
+        .env(env, "1")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "{text}{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}
+
+#[test]
+fn a_machine_without_user_namespaces_gets_a_clear_error() {
+    let text = run_helper_under_limit(
+        "max_user_namespaces",
+        "no_userns_helper",
+        "DOJJAIL_TEST_NO_USERNS_HELPER",
     );
     assert!(text.contains("user namespaces are unavailable"), "{text}");
     assert!(text.contains("user.max_user_namespaces is 0"), "{text}");
@@ -540,19 +552,10 @@ fn inits_of_this_process() -> usize {
 
 #[test]
 fn a_namespace_limit_is_a_typed_error() {
-    // A user namespace of our own where no network namespace may be created.
-    let output = Command::new("unshare")
-        .args(["--user", "--map-root-user", "sh", "-c"])
-        .arg("echo 0 > /proc/sys/user/max_net_namespaces && exec \"$0\" --exact namespace_limit_helper --ignored --nocapture")
-        .arg(std::env::current_exe().unwrap())
-        .env("DOJJAIL_TEST_LIMIT_HELPER", "1")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&output.stderr)
+    let text = run_helper_under_limit(
+        "max_net_namespaces",
+        "namespace_limit_helper",
+        "DOJJAIL_TEST_LIMIT_HELPER",
     );
     assert!(
         text.contains("limit on namespaces (user.max_net_namespaces = 0,"),

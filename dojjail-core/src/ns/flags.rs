@@ -54,6 +54,24 @@ impl Namespaces {
     pub(crate) fn clone_flags(self) -> CloneFlags {
         self.0
     }
+
+    /// The kernel's names of the namespaces in this set (as in `/proc/<pid>/ns/` and the
+    /// `user.max_<name>_namespaces` sysctls).
+    pub(crate) fn kernel_names(self) -> impl Iterator<Item = &'static str> {
+        const NAMES: [(Namespaces, &str); 7] = [
+            (Namespaces::USER, "user"),
+            (Namespaces::MOUNT, "mnt"),
+            (Namespaces::CGROUP, "cgroup"),
+            (Namespaces::UTS, "uts"),
+            (Namespaces::IPC, "ipc"),
+            (Namespaces::PID, "pid"),
+            (Namespaces::NET, "net"),
+        ];
+        NAMES
+            .into_iter()
+            .filter(move |(ns, _)| self.contains(*ns))
+            .map(|(_, name)| name)
+    }
 }
 
 impl Default for Namespaces {
@@ -78,20 +96,7 @@ impl Sub for Namespaces {
 
 impl fmt::Debug for Namespaces {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: [(Namespaces, &str); 7] = [
-            (Namespaces::USER, "user"),
-            (Namespaces::MOUNT, "mount"),
-            (Namespaces::CGROUP, "cgroup"),
-            (Namespaces::UTS, "uts"),
-            (Namespaces::IPC, "ipc"),
-            (Namespaces::PID, "pid"),
-            (Namespaces::NET, "net"),
-        ];
-        let names: Vec<&str> = NAMES
-            .iter()
-            .filter(|(ns, _)| self.contains(*ns))
-            .map(|(_, name)| *name)
-            .collect();
+        let names: Vec<&str> = self.kernel_names().collect();
         write!(f, "Namespaces({})", names.join(" | "))
     }
 }

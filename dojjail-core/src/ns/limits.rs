@@ -46,19 +46,9 @@ pub(crate) fn refused(host: &str, namespaces: Namespaces, error: io::Error) -> E
 /// The count limits that apply to `namespaces`, as this process's user namespace has them
 /// (an ancestor's lower limit applies too), lowest first: the likely culprit.
 fn count_limits(namespaces: Namespaces) -> String {
-    const SYSCTLS: [(Namespaces, &str); 7] = [
-        (Namespaces::USER, "user"),
-        (Namespaces::MOUNT, "mnt"),
-        (Namespaces::CGROUP, "cgroup"),
-        (Namespaces::UTS, "uts"),
-        (Namespaces::IPC, "ipc"),
-        (Namespaces::PID, "pid"),
-        (Namespaces::NET, "net"),
-    ];
-    let mut limits: Vec<(Option<u64>, String)> = SYSCTLS
-        .iter()
-        .filter(|(ns, _)| namespaces.contains(*ns))
-        .map(|(_, kind)| {
+    let mut limits: Vec<(Option<u64>, String)> = namespaces
+        .kernel_names()
+        .map(|kind| {
             let value = read_limit(kind);
             let sort_key = value.as_deref().and_then(|v| v.parse().ok());
             let shown = value.as_deref().unwrap_or("?");
