@@ -503,3 +503,59 @@ fn a_failed_add_to_a_running_network_leaves_it_as_it_was() {
     assert_eq!(network.ip(&fine), Some(Ipv4Addr::new(10, 0, 0, 4)));
     assert!(ping_reaches(&fine, network.ip(&h[0]).unwrap()));
 }
+
+#[dojjail::host]
+fn seven() -> u32 {
+    7
+}
+
+#[test]
+fn a_failed_network_run_leaves_stopped_hosts_stopped() {
+    let finished = Host::new("finished").entrypoint(seven);
+    finished.run().unwrap();
+    assert_eq!(finished.wait::<u32>().unwrap(), 7);
+    let other = Host::new("other");
+    let network = Network::new("late");
+    network.connect(&finished, &other).unwrap();
+    let error = network.run().unwrap_err();
+    assert!(matches!(error, Error::Stopped { .. }), "{error}");
+    // Hosts do not restart, not even through a network's failed start.
+    let again = finished.run();
+    assert!(matches!(again, Err(Error::Stopped { .. })), "{again:?}");
+    assert!(
+        !other.is_running(),
+        "the network's failed start stopped what it started"
+    );
+}
+
+#[test]
+fn a_failed_network_does_not_stop_a_host_another_network_uses() {
+    for round in 0..10 {
+        let shared = Host::new("shared");
+        let bad = Host::new("bad").entrypoint_named("no::such::entrypoint", &());
+        let other = Host::new("other");
+        let failing = Network::new("failing");
+        failing.connect(&shared, &bad).unwrap();
+        let working = Network::new("working");
+        working.connect(&shared, &other).unwrap();
+        let barrier = std::sync::Barrier::new(2);
+        let (failed, worked) = std::thread::scope(|s| {
+            let failed = s.spawn(|| {
+                barrier.wait();
+                failing.run()
+            });
+            let worked = s.spawn(|| {
+                barrier.wait();
+                working.run()
+            });
+            (failed.join().unwrap(), worked.join().unwrap())
+        });
+        assert!(failed.is_err(), "round {round}");
+        worked.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(
+            shared.is_running(),
+            "round {round}: the failing network stopped it"
+        );
+        assert!(ping_reaches(&other, working.ip(&shared).unwrap()));
+    }
+}

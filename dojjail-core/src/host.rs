@@ -1,6 +1,6 @@
 //! [`Host`]: an isolated machine made of Linux namespaces, with an init of its own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
@@ -28,7 +28,7 @@ use crate::process::message::{
     SpawnStep,
 };
 use crate::process::registry::{self, Entrypoint};
-use crate::process::spawn::{self, StartedInit};
+use crate::process::spawn::{self, ForkError, StartedInit};
 
 /// The longest hostname Linux accepts (HOST_NAME_MAX).
 const MAX_NAME_LEN: usize = 64;
@@ -80,6 +80,9 @@ struct HostInner {
     interfaces: AtomicU32,
     /// Lines for /etc/hosts (`address\tname`), by network.
     hosts_entries: Mutex<BTreeMap<u64, Arc<str>>>,
+    /// The networks that started the host or found it running, and have not let it go: a
+    /// network that fails to start abandons the host only when no other one uses it.
+    networks: Mutex<BTreeSet<u64>>,
     config: Mutex<Config>,
     state: Mutex<State>,
     main: Mutex<MainSlot>,
@@ -136,6 +139,7 @@ impl Host {
                 log: Mutex::new(None),
                 interfaces: AtomicU32::new(0),
                 hosts_entries: Mutex::new(BTreeMap::new()),
+                networks: Mutex::new(BTreeSet::new()),
                 config: Mutex::new(Config {
                     namespaces: Namespaces::ALL,
                     persistent: false,
@@ -223,7 +227,7 @@ impl Host {
     /// the name is invalid, the entrypoint is not registered, or the machine does not
     /// allow namespaces.
     pub fn run(&self) -> Result<()> {
-        if let Some(starting) = self.begin_run()? {
+        if let Some(starting) = self.begin_run(None)? {
             starting.finish()?;
         }
         self.start_pending_main()
@@ -244,11 +248,15 @@ impl Host {
         Ok(())
     }
 
-    /// The first half of [`Host::run`]: clones the init and sends it its configuration,
-    /// without waiting for it. `None` when the host runs already. Starting many hosts
-    /// overlaps their set-up when every `begin_run` comes before the first `finish`.
-    pub(crate) fn begin_run(&self) -> Result<Option<Starting<'_>>> {
+    /// The first half of [`Host::run`]: clones the init, with its configuration, without
+    /// waiting for it. `None` when the host runs already. Starting many hosts overlaps
+    /// their set-up when every `begin_run` comes before the first `finish`. A `network`
+    /// that starts the host (or finds it running) uses it from then on, until it leaves.
+    pub(crate) fn begin_run(&self, network: Option<u64>) -> Result<Option<Starting<'_>>> {
         let state = lock(&self.inner.state);
+        if let Some(network) = network {
+            lock(&self.inner.networks).insert(network);
+        }
         match &*state {
             State::Running(_) => return Ok(None),
             State::Stopped { reason } => return Err(self.stopped(reason)),
@@ -313,8 +321,10 @@ impl Host {
             pid,
             pidfd,
             control,
-        } = spawn::clone_init(namespaces, init_config)
-            .map_err(|e| ns::refused(name, namespaces, e))?;
+        } = spawn::clone_init(namespaces, init_config).map_err(|e| match e {
+            ForkError::Clone(error) => ns::refused(name, namespaces, error),
+            ForkError::Step { step, error } => Error::os(name, step, error),
+        })?;
         Ok(Running {
             pid,
             pidfd,
@@ -478,11 +488,23 @@ impl Host {
         Ok(())
     }
 
-    /// Undoes a start that a network could not complete: kills the init, if any, and makes
-    /// the host new again, so the same `Host` can run later (as after a failed
-    /// [`Host::run`]). Only for a host that was not running before that start.
-    pub(crate) fn abandon_start(&self) {
+    /// Network `network` no longer uses the host.
+    pub(crate) fn leave(&self, network: u64) {
+        lock(&self.inner.networks).remove(&network);
+    }
+
+    /// Undoes a start that network `network` began and could not complete: the network
+    /// leaves the host, and unless another network uses it by now, the host is killed and
+    /// new again, so the same `Host` can run later (as after a failed [`Host::run`]).
+    /// Returns whether it was.
+    pub(crate) fn abandon_start(&self, network: u64) -> bool {
         let mut state = lock(&self.inner.state);
+        let mut networks = lock(&self.inner.networks);
+        networks.remove(&network);
+        if !networks.is_empty() {
+            return false;
+        }
+        drop(networks);
         if let State::Running(running) = &*state {
             running.kill();
         }
@@ -493,6 +515,7 @@ impl Host {
         *lock(&self.inner.log) = None;
         lock(&self.inner.hosts_entries).clear();
         self.inner.interfaces.store(0, Ordering::Relaxed);
+        true
     }
 
     /// Waits until a process in the host listens on TCP `port` (IPv4 or IPv6, any address),

@@ -230,25 +230,35 @@ impl Network {
             return Ok(());
         }
         ns::ensure_privileged()?;
-        let already_running: Vec<bool> =
-            state.members.iter().map(|m| m.host.is_running()).collect();
-        let result = self.bring_up(&mut state);
+        let started = Started::default();
+        let result = self.bring_up(&mut state, &started);
         if result.is_err() {
+            // The interfaces went with the bridge's namespace.
             state.live = None;
-            for (member, was_running) in state.members.iter_mut().zip(already_running) {
+            for member in &mut state.members {
                 member.interface = None;
-                if was_running {
-                    // Its interface went with the bridge's namespace; its names go too.
-                    let _ = member.host.set_hosts_entries(self.inner.id, Arc::from(""));
-                } else {
-                    member.host.abandon_start();
-                }
             }
+            let all: Vec<usize> = (0..state.members.len()).collect();
+            self.release(&state, &all, started);
         }
         result
     }
 
-    fn bring_up(&self, state: &mut State) -> Result<()> {
+    /// After a failed start of the members `indices`: the hosts this call started are new
+    /// again (unless another network uses them by now); the others lose this network's
+    /// names.
+    fn release(&self, state: &State, indices: &[usize], started: Started) {
+        let started = started.into_inner().unwrap_or_else(|e| e.into_inner());
+        for &index in indices {
+            let host = &state.members[index].host;
+            if !(started.contains(&index) && host.abandon_start(self.inner.id)) {
+                host.leave(self.inner.id);
+                let _ = host.set_hosts_entries(self.inner.id, Arc::from(""));
+            }
+        }
+    }
+
+    fn bring_up(&self, state: &mut State, started: &Started) -> Result<()> {
         let netns = namespace::create().map_err(|e| self.netlink("creating its namespace", e))?;
         let (mut route, mut filter) =
             namespace::within(&netns, || Ok((RouteSocket::open()?, Filter::open()?)))
@@ -265,7 +275,7 @@ impl Network {
             filter,
         });
         let all: Vec<usize> = (0..state.members.len()).collect();
-        self.apply_new_members(state, &all)?;
+        self.apply_new_members(state, &all, started)?;
         let edges: Vec<(String, String)> = state
             .edges
             .iter()
@@ -486,11 +496,8 @@ impl Network {
     /// they are taken out again, with their bridge ports, and hosts this call started are
     /// stopped, so a failed `add` or `connect` leaves the network as it was.
     fn join(&self, state: &mut State, new: &[usize]) -> Result<()> {
-        let was_running: Vec<bool> = new
-            .iter()
-            .map(|&index| state.members[index].host.is_running())
-            .collect();
-        let Err(error) = self.apply_new_members(state, new) else {
+        let started = Started::default();
+        let Err(error) = self.apply_new_members(state, new, &started) else {
             return Ok(());
         };
         if let Some(live) = &mut state.live {
@@ -501,23 +508,24 @@ impl Network {
             }
             let _ = live.route.commit();
         }
-        for (&index, was_running) in new.iter().zip(was_running) {
-            if !was_running {
-                let _ = state.members[index].host.kill();
-            }
-        }
+        self.release(state, new, started);
         let first = new.iter().copied().min().unwrap_or(state.members.len());
         state.members.truncate(first);
+        // The remaining members may have been given the new members' names.
+        if state.live.is_some() {
+            let _ = self.refresh_hosts_files(state);
+        }
         Err(error)
     }
 
     /// On a running network: starts the new members, attaches them, and refreshes every
-    /// member's /etc/hosts. Does nothing on a network that is not running.
-    fn apply_new_members(&self, state: &mut State, new: &[usize]) -> Result<()> {
+    /// member's /etc/hosts. Does nothing on a network that is not running. Notes in
+    /// `started` the members it started.
+    fn apply_new_members(&self, state: &mut State, new: &[usize], started: &Started) -> Result<()> {
         if state.live.is_none() {
             return Ok(());
         }
-        self.start_hosts(state, new)?;
+        self.start_hosts(state, new, started)?;
         self.attach(state, new)?;
         self.refresh_hosts_files(state)?;
         // Entrypoints start last, so they find their interfaces, addresses and names.
@@ -529,7 +537,7 @@ impl Network {
 
     /// Starts the hosts of `new` on a few threads at once; on each, every init is cloned
     /// first and then awaited, so their set-up overlaps too.
-    fn start_hosts(&self, state: &State, new: &[usize]) -> Result<()> {
+    fn start_hosts(&self, state: &State, new: &[usize], started: &Started) -> Result<()> {
         // Each chunk holds its hosts' locks from the first half of the start to the second:
         // taking them in one global order keeps two networks that share hosts, started at
         // once, from deadlocking.
@@ -538,7 +546,10 @@ impl Network {
         in_chunks(&new, |indices| {
             let mut starting = Vec::with_capacity(indices.len());
             for &index in indices {
-                starting.extend(state.members[index].host.begin_run()?);
+                if let Some(host) = state.members[index].host.begin_run(Some(self.inner.id))? {
+                    lock(started).insert(index);
+                    starting.push(host);
+                }
             }
             for host in starting {
                 host.finish()?;
@@ -660,6 +671,15 @@ impl Network {
     }
 }
 
+impl Drop for NetworkInner {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        for member in &state.members {
+            member.host.leave(self.id);
+        }
+    }
+}
+
 impl State {
     fn index_of(&self, host: &Host) -> Option<usize> {
         self.members.iter().position(|m| m.host.same_as(host))
@@ -702,6 +722,9 @@ fn in_chunks<T: Sync>(items: &[T], f: impl Fn(&[T]) -> Result<()> + Sync) -> Res
             .map(|_| ())
     })
 }
+
+/// The members a call started (rather than found running), by index.
+type Started = Mutex<BTreeSet<usize>>;
 
 fn port_name(index: usize) -> String {
     format!("p{index}")

@@ -25,8 +25,18 @@ const INLINE_MAX: usize = 64 << 10;
 const SPILLED: &[u8] = b"\0";
 /// Refuses spilled messages beyond this size (no message of ours comes near it).
 const SPILL_MAX: u64 = 256 << 20;
-/// The most descriptors one message carries, the memfd of a spilled one included.
+/// The most descriptors one message of ours carries, the memfd of a spilled one included;
+/// a message with more is refused.
 const MAX_FDS: usize = 9;
+/// The kernel's cap on descriptors in one message (SCM_MAX_FD). Room for this many means
+/// the kernel never truncates what a peer attached, so every descriptor that arrives is
+/// owned here and closed when unwanted, not leaked.
+const SCM_MAX_FD: usize = 253;
+/// The seals of a spilled message's memfd: its size and contents are fixed, so reading it
+/// cannot block or change under the reader (a peer cannot pass off a pipe or a FUSE file).
+const SPILL_SEALS: nix::fcntl::SealFlag = nix::fcntl::SealFlag::F_SEAL_SHRINK
+    .union(nix::fcntl::SealFlag::F_SEAL_GROW)
+    .union(nix::fcntl::SealFlag::F_SEAL_WRITE);
 
 /// One end of a message channel.
 #[derive(Debug)]
@@ -85,10 +95,14 @@ impl Channel {
         }
         let memfd = nix::sys::memfd::memfd_create(
             c"dojjail-message",
-            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
         )?;
         let mut file = std::fs::File::from(memfd);
         file.write_all(&bytes)?;
+        nix::fcntl::fcntl(
+            &file,
+            nix::fcntl::FcntlArg::F_ADD_SEALS(SPILL_SEALS | nix::fcntl::SealFlag::F_SEAL_SEAL),
+        )?;
         let mut all = fds.to_vec();
         all.push(file.as_fd());
         self.send_bytes(SPILLED, &all)
@@ -149,6 +163,11 @@ impl Channel {
         let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
         let message = if &buf[..len] == SPILLED {
             let file = std::fs::File::from(fds.pop().ok_or_else(|| invalid("no memfd".into()))?);
+            let seals = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GET_SEALS)
+                .map(nix::fcntl::SealFlag::from_bits_truncate);
+            if !seals.is_ok_and(|seals| seals.contains(SPILL_SEALS)) {
+                return Err(invalid("a spilled message not in a sealed memfd".into()));
+            }
             let size = file.metadata()?.len();
             if size > SPILL_MAX {
                 return Err(invalid(format!("a message of {size} bytes")));
@@ -168,7 +187,7 @@ impl Channel {
         buf: &mut [u8],
         flags: MsgFlags,
     ) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
-        let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
+        let mut cmsg_space = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
         loop {
             let mut iov = [IoSliceMut::new(buf)];
             let received = match recvmsg::<()>(
@@ -197,10 +216,76 @@ impl Channel {
                     "message truncated",
                 ));
             }
+            if fds.len() > MAX_FDS {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a message with {} descriptors", fds.len()),
+                ));
+            }
             if received.bytes == 0 && fds.is_empty() {
                 return Ok(None);
             }
             return Ok(Some((received.bytes, fds)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memfd_with(name: &std::ffi::CStr, bytes: &[u8]) -> std::fs::File {
+        let fd =
+            nix::sys::memfd::memfd_create(name, nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
+        let mut file = std::fs::File::from(fd);
+        file.write_all(bytes).unwrap();
+        file
+    }
+
+    /// Descriptors of this process open on memfds called `name` (tests run side by side in
+    /// one process, so counting all descriptors would not do).
+    fn open_memfds(name: &str) -> usize {
+        let target = format!("/memfd:{name} (deleted)");
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter(|entry| std::fs::read_link(entry.path()).is_ok_and(|link| link == *target))
+            .count()
+    }
+
+    #[test]
+    fn a_large_message_travels_in_a_sealed_memfd() {
+        let (a, b) = Channel::pair().unwrap();
+        let big = "x".repeat(INLINE_MAX * 3);
+        a.send(&big, &[]).unwrap();
+        let (received, fds) = b.recv::<String>().unwrap().unwrap();
+        assert_eq!(received, big);
+        assert!(fds.is_empty());
+    }
+
+    #[test]
+    fn a_message_with_too_many_descriptors_is_refused_and_they_are_closed() {
+        let (a, b) = Channel::pair().unwrap();
+        let files: Vec<_> = (0..MAX_FDS + 3)
+            .map(|_| memfd_with(c"too-many", b"\"x\""))
+            .collect();
+        let fds: Vec<BorrowedFd<'_>> = files.iter().map(|f| f.as_fd()).collect();
+        a.send_bytes(b"\"hello\"", &fds).unwrap();
+        let error = b.recv::<String>().unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
+        assert_eq!(
+            open_memfds("too-many"),
+            files.len(),
+            "descriptors of the refused message leaked"
+        );
+    }
+
+    #[test]
+    fn a_spilled_message_in_an_unsealed_file_is_refused() {
+        let (a, b) = Channel::pair().unwrap();
+        let unsealed = memfd_with(c"unsealed", b"\"sneaky\"");
+        a.send_bytes(SPILLED, &[unsealed.as_fd()]).unwrap();
+        let error = b.recv::<String>().unwrap_err();
+        assert!(error.to_string().contains("sealed"), "{error}");
     }
 }

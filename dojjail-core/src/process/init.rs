@@ -160,8 +160,12 @@ fn set_up(config: &InitConfig, ids_mapped: OwnedFd) -> Result<(), (String, io::E
     let mut byte = [0u8; 1];
     match nix::unistd::read(&ids_mapped, &mut byte) {
         Ok(1) => {}
-        Ok(_) => return Err(step("map the host's user and group ids")(nix::Error::EPERM)),
-        Err(e) => return Err(step("map the host's user and group ids")(e)),
+        // The zygote could not map them; it tells the controller why.
+        Ok(_) => {
+            let unmapped = io::Error::other("the zygote did not map them");
+            return Err(("wait for its user and group ids".to_owned(), unmapped));
+        }
+        Err(e) => return Err(step("wait for its user and group ids")(e)),
     }
     drop(ids_mapped);
     if config.private_mounts && std::path::Path::new(HOSTS).exists() {

@@ -47,7 +47,7 @@ pub(crate) enum Request {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct SpawnRequest {
     pub program: Program,
-    /// argv, including argv[0].
+    /// argv, including `argv[0]`.
     pub argv: Vec<Bytes>,
     /// The full environment as `KEY=value`; `None` keeps the init's own.
     pub env: Option<Vec<Bytes>>,

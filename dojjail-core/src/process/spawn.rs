@@ -13,6 +13,7 @@ use std::{io, ptr, thread};
 use super::channel::Channel;
 use super::dispatch::ROLE_ENV;
 use super::message::InitConfig;
+pub(crate) use super::zygote::ForkError;
 use super::{raw, zygote};
 use crate::ns::Namespaces;
 
@@ -88,8 +89,12 @@ fn current_exe() -> io::Result<RawFd> {
 
 /// Starts an init in new `namespaces`: a zygote forks it (see [`zygote`]), writes its id
 /// maps (when it has a user namespace of its own) and releases it.
-pub(crate) fn clone_init(namespaces: Namespaces, config: InitConfig) -> io::Result<StartedInit> {
-    let (control, child_control) = Channel::pair()?;
+pub(crate) fn clone_init(
+    namespaces: Namespaces,
+    config: InitConfig,
+) -> Result<StartedInit, ForkError> {
+    let (control, child_control) =
+        Channel::pair().map_err(ForkError::step("creating the init's control channel"))?;
     // The zygote forks the init, maps its ids and releases it.
     let (pid, pidfd) = zygote::fork_init(namespaces.clone_flags(), config, child_control)?;
     Ok(StartedInit {

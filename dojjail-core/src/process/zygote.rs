@@ -32,31 +32,51 @@ struct ForkRequest {
     init: InitConfig,
 }
 
-/// The zygote's answer. Attached to `Forked`: the init's pidfd.
+/// The zygote's answer.
 #[derive(Debug, Serialize, Deserialize)]
 enum ForkReply {
     /// The first message of a zygote that has started up.
     Hello,
-    Forked {
-        pid: i32,
-    },
-    Failed {
-        errno: i32,
-    },
+    /// The init runs; its pidfd is attached.
+    Forked { pid: i32 },
+    /// clone3 refused: the kernel's answer about the namespaces.
+    CloneFailed { errno: i32 },
+    /// The init was forked, but its ids could not be mapped. Its pidfd is attached: it is
+    /// the controller's child (CLONE_PARENT), so only the controller can reap it.
+    Unmapped { pid: i32, errno: i32 },
+    /// A step before the clone failed (the zygote's pipe to the init, a missing channel).
+    Failed { errno: i32 },
     /// The zygote will not fork at all, for this reason.
-    Refused {
-        reason: String,
+    Refused { reason: String },
+}
+
+/// Why no init was started.
+#[derive(Debug)]
+pub(crate) enum ForkError {
+    /// The kernel refused the clone: the namespaces could not be created.
+    Clone(io::Error),
+    /// Another step failed; `step` names it.
+    Step {
+        step: &'static str,
+        error: io::Error,
     },
+}
+
+impl ForkError {
+    pub(crate) fn step(step: &'static str) -> impl FnOnce(io::Error) -> ForkError {
+        move |error| ForkError::Step { step, error }
+    }
 }
 
 /// Forks an init with `flags` through one of the zygotes (started on first use, restarted
 /// if it died) and returns its pid and pidfd. The zygote maps the init's ids and releases
-/// it; the init then waits on `control` for its configuration.
+/// it; the init reports on `control` when it is ready, or which step of its setup failed.
 pub(crate) fn fork_init(
     flags: CloneFlags,
     init: InitConfig,
     control: Channel,
-) -> io::Result<(i32, OwnedFd)> {
+) -> Result<(i32, OwnedFd), ForkError> {
+    const ASK: &str = "asking a zygote to fork the init";
     static ZYGOTES: OnceLock<Vec<Mutex<Option<Zygote>>>> = OnceLock::new();
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let zygotes = ZYGOTES.get_or_init(|| {
@@ -77,13 +97,13 @@ pub(crate) fn fork_init(
     // A zygote that died (killed from outside) is replaced once.
     for attempt in 0..2 {
         if zygote.is_none() {
-            *zygote = Some(Zygote::launch()?);
+            *zygote = Some(Zygote::launch().map_err(ForkError::step(ASK))?);
         }
         let current = zygote.as_mut().expect("started above");
         if !current.greeted {
             if let Err(error) = current.await_hello() {
                 *zygote = None;
-                return Err(error);
+                return Err(ForkError::step(ASK)(error));
             }
         }
         let channel = &zygote.as_ref().expect("started above").launched.control;
@@ -93,7 +113,7 @@ pub(crate) fn fork_init(
                 *zygote = None;
                 continue;
             }
-            return Err(error);
+            return Err(ForkError::step(ASK)(error));
         }
         // From here the request may have been served: never hand `control` to a second
         // zygote, or two inits could share it.
@@ -102,37 +122,60 @@ pub(crate) fn fork_init(
             Ok(Some((ForkReply::Forked { pid }, mut fds))) if fds.len() == 1 => {
                 return Ok((pid, fds.remove(0)));
             }
-            Ok(Some((ForkReply::Failed { errno }, _))) => {
-                return Err(io::Error::from_raw_os_error(errno));
+            Ok(Some((ForkReply::CloneFailed { errno }, _))) => {
+                return Err(ForkError::Clone(io::Error::from_raw_os_error(errno)));
             }
-            Ok(Some((ForkReply::Refused { reason }, _))) => return Err(io::Error::other(reason)),
-            Ok(Some(_)) => return Err(io::Error::other("zygote sent a malformed reply")),
+            Ok(Some((ForkReply::Unmapped { errno, .. }, fds))) => {
+                for pidfd in &fds {
+                    kill_and_reap(pidfd);
+                }
+                return Err(ForkError::Step {
+                    step: "writing the init's uid and gid maps",
+                    error: io::Error::from_raw_os_error(errno),
+                });
+            }
+            Ok(Some((ForkReply::Failed { errno }, _))) => {
+                return Err(ForkError::step(ASK)(io::Error::from_raw_os_error(errno)));
+            }
+            Ok(Some((ForkReply::Refused { reason }, _))) => {
+                return Err(ForkError::step(ASK)(io::Error::other(reason)));
+            }
+            Ok(Some(_)) => {
+                return Err(ForkError::step(ASK)(io::Error::other(
+                    "the zygote sent a malformed reply",
+                )))
+            }
             Ok(None) | Err(_) => {
                 if let Some(Zygote { launched: dead, .. }) = zygote.take() {
                     // End it if it still runs, and reap it (it is our child); the next
                     // request starts a successor.
-                    // SAFETY: signalling our own child through its pidfd.
-                    unsafe {
-                        libc::syscall(
-                            libc::SYS_pidfd_send_signal,
-                            dead.pidfd.as_raw_fd(),
-                            libc::SIGKILL,
-                            0,
-                            0,
-                        );
-                    }
-                    let _ = nix::sys::wait::waitid(
-                        nix::sys::wait::Id::PIDFd(dead.pidfd.as_fd()),
-                        nix::sys::wait::WaitPidFlag::WEXITED,
-                    );
+                    kill_and_reap(&dead.pidfd);
                 }
-                return Err(io::Error::other(
+                return Err(ForkError::step(ASK)(io::Error::other(
                     "the zygote that forks hosts' inits exited while forking one",
-                ));
+                )));
             }
         }
     }
     unreachable!("the loop returns on its second attempt")
+}
+
+/// Kills a child of this process through its pidfd and reaps it.
+fn kill_and_reap(pidfd: &OwnedFd) {
+    // SAFETY: signalling a child of ours through its pidfd.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            0,
+            0,
+        );
+    }
+    let _ = nix::sys::wait::waitid(
+        nix::sys::wait::Id::PIDFd(pidfd.as_fd()),
+        nix::sys::wait::WaitPidFlag::WEXITED,
+    );
 }
 
 /// A launched zygote, and whether it has said hello yet.
@@ -171,21 +214,8 @@ impl Zygote {
                 Ok(())
             }
             _ => {
-                // SAFETY: signalling our own child through its pidfd.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_pidfd_send_signal,
-                        self.launched.pidfd.as_raw_fd(),
-                        libc::SIGKILL,
-                        0,
-                        0,
-                    );
-                }
                 // Reap it before its launch memory goes.
-                let _ = nix::sys::wait::waitid(
-                    nix::sys::wait::Id::PIDFd(self.launched.pidfd.as_fd()),
-                    nix::sys::wait::WaitPidFlag::WEXITED,
-                );
+                kill_and_reap(&self.launched.pidfd);
                 Err(io::Error::other(
                     "this program, re-executed as dojjail's zygote, did not answer: dojjail \
                      must be linked into the program itself (its start-up code does not run \
@@ -234,13 +264,17 @@ pub(crate) fn run(channel: Channel) -> ! {
             }
             continue;
         }
-        let reply = match fds.into_iter().next() {
+        let forked = match fds.into_iter().next() {
             Some(control) => fork(&request, control, &channel),
-            None => Err(libc::EBADF),
+            None => Err(Unforked::Before(libc::EBADF)),
         };
-        let sent = match reply {
+        let sent = match forked {
             Ok((pid, pidfd)) => channel.send(&ForkReply::Forked { pid }, &[pidfd.as_fd()]),
-            Err(errno) => channel.send(&ForkReply::Failed { errno }, &[]),
+            Err(Unforked::Before(errno)) => channel.send(&ForkReply::Failed { errno }, &[]),
+            Err(Unforked::Clone(errno)) => channel.send(&ForkReply::CloneFailed { errno }, &[]),
+            Err(Unforked::Unmapped { pid, pidfd, errno }) => {
+                channel.send(&ForkReply::Unmapped { pid, errno }, &[pidfd.as_fd()])
+            }
         };
         if sent.is_err() {
             // SAFETY: as above.
@@ -249,14 +283,32 @@ pub(crate) fn run(channel: Channel) -> ! {
     }
 }
 
+/// How a fork request failed, in the zygote.
+enum Unforked {
+    /// Before the clone.
+    Before(i32),
+    /// The clone itself.
+    Clone(i32),
+    /// After the clone: the child exists and must be reaped by its parent, the controller.
+    Unmapped {
+        pid: i32,
+        pidfd: OwnedFd,
+        errno: i32,
+    },
+}
+
 /// Forks one init. The zygote is single-threaded, so the child may run Rust: it becomes
 /// the init and never returns.
-fn fork(request: &ForkRequest, control: OwnedFd, zygote: &Channel) -> Result<(i32, OwnedFd), i32> {
+fn fork(
+    request: &ForkRequest,
+    control: OwnedFd,
+    zygote: &Channel,
+) -> Result<(i32, OwnedFd), Unforked> {
     // The zygote writes the child's id maps itself (it has the controller's credentials),
     // while the child already sets up what needs no mapped ids; the child waits on this
     // pipe before anything that does (creating files).
     let (go_read, go_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e as i32)?;
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Unforked::Before(e as i32))?;
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
         // CLONE_PARENT: the init becomes a child of the controller (of the long-lived thread
@@ -279,9 +331,8 @@ fn fork(request: &ForkRequest, control: OwnedFd, zygote: &Channel) -> Result<(i3
         )
     };
     if pid < 0 {
-        return Err(io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO));
+        let errno = io::Error::last_os_error().raw_os_error();
+        return Err(Unforked::Clone(errno.unwrap_or(libc::EIO)));
     }
     if pid > 0 {
         drop(go_read);
@@ -293,14 +344,21 @@ fn fork(request: &ForkRequest, control: OwnedFd, zygote: &Channel) -> Result<(i3
         } else {
             Ok(())
         };
-        return match mapped.and_then(|()| nix::unistd::write(&go_write, &[1]).map_err(Into::into)) {
-            Ok(_) => Ok((pid, pidfd)),
-            Err(error) => {
-                // Dropping `go_write` unread makes the child exit; reap it.
-                drop(go_write);
-                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-                Err(error.raw_os_error().unwrap_or(libc::EIO))
-            }
+        let released = mapped.and_then(|()| match nix::unistd::write(&go_write, &[1]) {
+            // The init has exited already: it failed a setup step, and its report on its
+            // control channel says which; the controller reads it there.
+            Ok(_) | Err(nix::Error::EPIPE) => Ok(()),
+            Err(e) => Err(e.into()),
+        });
+        return match released {
+            Ok(()) => Ok((pid, pidfd)),
+            // Dropping `go_write` unread makes the child exit. It is the controller's child,
+            // so the controller reaps it, through the pidfd that goes with the reply.
+            Err(error) => Err(Unforked::Unmapped {
+                pid,
+                pidfd,
+                errno: error.raw_os_error().unwrap_or(libc::EIO),
+            }),
         };
     }
     // The child: the host's init from here on.
