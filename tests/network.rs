@@ -324,9 +324,9 @@ fn a_host_failing_to_start_tears_the_whole_network_down() {
     network.run().unwrap();
     assert!(good.iter().all(Host::is_running) && bad.is_running());
     // Its interface is eth0 again: nothing of the failed start stayed.
-    let interfaces =
-        good[0].exec_shell("test -e /sys/class/net/eth0 && ! test -e /sys/class/net/eth1");
-    assert!(interfaces.unwrap().status.success());
+    let dev = good[0].exec_shell("cat /proc/net/dev").unwrap();
+    let dev = String::from_utf8_lossy(&dev.stdout);
+    assert!(dev.contains("eth0:") && !dev.contains("eth1:"), "{dev}");
     assert!(ping_reaches(&good[0], network.ip(&bad).unwrap()));
 }
 
@@ -558,4 +558,73 @@ fn a_failed_network_does_not_stop_a_host_another_network_uses() {
         );
         assert!(ping_reaches(&other, working.ip(&shared).unwrap()));
     }
+}
+
+/// A network whose start fails late: after its hosts are wired, at the /etc/hosts of `r`,
+/// a host that ran before (its /etc/hosts made read-only from inside). `a` ran before
+/// too; `b` is new.
+fn failing_late() -> (Network, Host, Host, Host) {
+    let a = Host::new("pre-a");
+    a.run().unwrap();
+    let r = Host::new("pre-r");
+    r.run().unwrap();
+    let remount = r.exec_shell("mount -o remount,ro,bind /etc/hosts").unwrap();
+    assert!(remount.status.success(), "{remount:?}");
+    let b = Host::new("new-b");
+    let network = Network::new("late");
+    network.connect(&a, &b).unwrap();
+    network.connect(&b, &r).unwrap();
+    let error = network.run().unwrap_err();
+    assert!(error.to_string().contains("/etc/hosts"), "{error}");
+    (network, a, b, r)
+}
+
+fn hosts_file(host: &Host) -> String {
+    let output = host.exec_shell("cat /etc/hosts").unwrap();
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn a_late_failure_leaves_hosts_that_ran_before_running_without_its_names() {
+    let (network, a, b, _r) = failing_late();
+    assert!(!network.is_running());
+    assert!(!b.is_running(), "the host it started is new again");
+    assert!(
+        a.is_running(),
+        "a host that ran before the failed start was stopped"
+    );
+    let names = hosts_file(&a);
+    assert!(
+        !names.contains("new-b"),
+        "names of the failed network remain:\n{names}"
+    );
+}
+
+#[test]
+fn a_late_failure_can_be_retried_and_the_new_host_gets_eth0() {
+    let (network, _a, b, r) = failing_late();
+    let remount = r.exec_shell("mount -o remount,rw,bind /etc/hosts").unwrap();
+    assert!(remount.status.success(), "{remount:?}");
+    network.run().unwrap();
+    // The interfaces of the host's network namespace.
+    let dev = b.exec_shell("cat /proc/net/dev").unwrap();
+    let links: Vec<String> = String::from_utf8_lossy(&dev.stdout)
+        .lines()
+        .filter_map(|line| Some(line.split_once(':')?.0.trim().to_owned()))
+        .collect();
+    assert!(links.contains(&"eth0".to_owned()), "{links:?}");
+    assert!(!links.contains(&"eth1".to_owned()), "{links:?}");
+}
+
+#[test]
+fn a_host_a_failed_network_started_keeps_none_of_its_names() {
+    let (_failed, _a, b, _r) = failing_late();
+    let other = Network::new("other");
+    other.add(&b).unwrap();
+    other.run().unwrap();
+    let names = hosts_file(&b);
+    assert!(
+        !names.contains("pre-a"),
+        "names of the failed network remain:\n{names}"
+    );
 }
