@@ -324,6 +324,14 @@ impl Host {
             control,
         } = spawn::clone_init(namespaces, init_config).map_err(|e| match e {
             ForkError::Clone(error) => ns::refused(name, namespaces, error),
+            ForkError::Setup { step, errno } => Error::Setup {
+                host: name.clone(),
+                step,
+                source: std::io::Error::from_raw_os_error(errno),
+            },
+            ForkError::Unmapped(error) => {
+                Error::os(name, "writing the init's uid and gid maps", error)
+            }
             ForkError::Step { step, error } => Error::os(name, step, error),
         })?;
         Ok(Running {

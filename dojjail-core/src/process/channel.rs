@@ -136,6 +136,18 @@ impl Channel {
         self.recv_spinning(Duration::ZERO)
     }
 
+    /// [`Channel::recv`] without waiting: `Ok(None)` when no message is there (or the
+    /// other end has closed).
+    pub(crate) fn try_recv<T: DeserializeOwned>(&self) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
+        let mut buf = vec![0u8; INLINE_MAX];
+        match self.recv_bytes(&mut buf, MsgFlags::MSG_DONTWAIT) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+            Ok(None) => Ok(None),
+            Ok(Some((len, fds))) => Self::decode(&buf[..len], fds).map(Some),
+        }
+    }
+
     /// [`Channel::recv`] for an answer expected within `spin`: spins that long before it
     /// sleeps (see [`crate::spin`]).
     pub(crate) fn recv_spinning<T: DeserializeOwned>(
@@ -157,11 +169,19 @@ impl Channel {
             Some(received) => received?,
             None => self.recv_bytes(&mut buf, MsgFlags::empty())?,
         };
-        let Some((len, mut fds)) = received else {
+        let Some((len, fds)) = received else {
             return Ok(None);
         };
+        Self::decode(&buf[..len], fds).map(Some)
+    }
+
+    /// The message in `datagram`, or in the memfd attached last when it is spilled.
+    fn decode<T: DeserializeOwned>(
+        datagram: &[u8],
+        mut fds: Vec<OwnedFd>,
+    ) -> io::Result<(T, Vec<OwnedFd>)> {
         let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
-        let message = if &buf[..len] == SPILLED {
+        let message = if datagram == SPILLED {
             let file = std::fs::File::from(fds.pop().ok_or_else(|| invalid("no memfd".into()))?);
             let seals = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GET_SEALS)
                 .map(nix::fcntl::SealFlag::from_bits_truncate);
@@ -176,10 +196,10 @@ impl Channel {
             file.read_exact_at(&mut bytes, 0)?;
             serde_json::from_slice(&bytes)
         } else {
-            serde_json::from_slice(&buf[..len])
+            serde_json::from_slice(datagram)
         };
         let message = message.map_err(|e| invalid(e.to_string()))?;
-        Ok(Some((message, fds)))
+        Ok((message, fds))
     }
 
     fn recv_bytes(

@@ -170,11 +170,10 @@ fn set_up(config: &InitConfig, ids_mapped: OwnedFd) -> Result<(), (String, io::E
     let mut byte = [0u8; 1];
     match nix::unistd::read(&ids_mapped, &mut byte) {
         Ok(1) => {}
-        // The zygote could not map them; it tells the controller why.
-        Ok(_) => {
-            let unmapped = io::Error::other("the zygote did not map them");
-            return Err(("wait for its user and group ids".to_owned(), unmapped));
-        }
+        // The zygote could not map them and tells the controller why: leave without a
+        // report, so the controller finds none to take for the cause.
+        // SAFETY: leaving a single-threaded fork without running atexit handlers.
+        Ok(_) => unsafe { libc::_exit(1) },
         Err(e) => return Err(step("wait for its user and group ids")(e)),
     }
     drop(ids_mapped);

@@ -12,7 +12,7 @@ use std::{io, ptr, thread};
 
 use super::channel::Channel;
 use super::dispatch::ROLE_ENV;
-use super::message::InitConfig;
+use super::message::{InitConfig, InitReport};
 pub(crate) use super::zygote::ForkError;
 use super::{raw, zygote};
 use crate::ns::Namespaces;
@@ -96,7 +96,20 @@ pub(crate) fn clone_init(
     let (control, child_control) =
         Channel::pair().map_err(ForkError::step("creating the init's control channel"))?;
     // The zygote forks the init, maps its ids and releases it.
-    let (pid, pidfd) = zygote::fork_init(namespaces.clone_flags(), config, child_control)?;
+    let (pid, pidfd) = match zygote::fork_init(namespaces.clone_flags(), config, child_control) {
+        Ok(forked) => forked,
+        // Writing the maps of an init that has just exited fails. It exited because a
+        // setup step failed, and then its report is waiting here.
+        Err(ForkError::Unmapped(error)) => {
+            return Err(match control.try_recv::<InitReport>() {
+                Ok(Some((InitReport::Failed { step, errno }, _))) => {
+                    ForkError::Setup { step, errno }
+                }
+                _ => ForkError::step("writing the init's uid and gid maps")(error),
+            })
+        }
+        Err(error) => return Err(error),
+    };
     Ok(StartedInit {
         pid,
         pidfd,

@@ -55,6 +55,11 @@ enum ForkReply {
 pub(crate) enum ForkError {
     /// The kernel refused the clone: the namespaces could not be created.
     Clone(io::Error),
+    /// The init's uid and gid maps could not be written (the init is gone). It may have
+    /// failed a setup step first, which would be the cause: its report says.
+    Unmapped(io::Error),
+    /// The init failed this step of its setup (found in its report after [`Self::Unmapped`]).
+    Setup { step: String, errno: i32 },
     /// Another step failed; `step` names it.
     Step {
         step: &'static str,
@@ -129,10 +134,7 @@ pub(crate) fn fork_init(
                 for pidfd in &fds {
                     kill_and_reap(pidfd);
                 }
-                return Err(ForkError::Step {
-                    step: "writing the init's uid and gid maps",
-                    error: io::Error::from_raw_os_error(errno),
-                });
+                return Err(ForkError::Unmapped(io::Error::from_raw_os_error(errno)));
             }
             Ok(Some((ForkReply::Failed { errno }, _))) => {
                 return Err(ForkError::step(ASK)(io::Error::from_raw_os_error(errno)));
