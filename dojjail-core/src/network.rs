@@ -494,7 +494,7 @@ impl Network {
 
     /// Brings members just added (the last ones) into a running network; if that fails,
     /// they are taken out again, with their bridge ports, and hosts this call started are
-    /// stopped, so a failed `add` or `connect` leaves the network as it was.
+    /// new again, so a failed `add` or `connect` leaves the network as it was.
     fn join(&self, state: &mut State, new: &[usize]) -> Result<()> {
         let started = Started::default();
         let Err(error) = self.apply_new_members(state, new, &started) else {
