@@ -601,19 +601,29 @@ fn a_late_failure_leaves_hosts_that_ran_before_running_without_its_names() {
 }
 
 #[test]
-fn a_late_failure_can_be_retried_and_the_new_host_gets_eth0() {
-    let (network, _a, b, r) = failing_late();
+fn a_late_failure_can_be_retried_and_every_host_gets_eth0() {
+    let (network, a, b, r) = failing_late();
     let remount = r.exec_shell("mount -o remount,rw,bind /etc/hosts").unwrap();
     assert!(remount.status.success(), "{remount:?}");
     network.run().unwrap();
-    // The interfaces of the host's network namespace.
-    let dev = b.exec_shell("cat /proc/net/dev").unwrap();
-    let links: Vec<String> = String::from_utf8_lossy(&dev.stdout)
-        .lines()
-        .filter_map(|line| Some(line.split_once(':')?.0.trim().to_owned()))
-        .collect();
-    assert!(links.contains(&"eth0".to_owned()), "{links:?}");
-    assert!(!links.contains(&"eth1".to_owned()), "{links:?}");
+    // The new host, and those that ran before, got eth0: the failed start left no gap.
+    for host in [&a, &b, &r] {
+        let dev = host.exec_shell("cat /proc/net/dev").unwrap();
+        let links: Vec<String> = String::from_utf8_lossy(&dev.stdout)
+            .lines()
+            .filter_map(|line| Some(line.split_once(':')?.0.trim().to_owned()))
+            .collect();
+        assert!(
+            links.contains(&"eth0".to_owned()),
+            "{}: {links:?}",
+            host.name()
+        );
+        assert!(
+            !links.contains(&"eth1".to_owned()),
+            "{}: {links:?}",
+            host.name()
+        );
+    }
 }
 
 #[test]
@@ -627,4 +637,48 @@ fn a_host_a_failed_network_started_keeps_none_of_its_names() {
         !names.contains("pre-a"),
         "names of the failed network remain:\n{names}"
     );
+}
+
+#[test]
+fn a_failed_link_batch_leaves_no_interface_behind_and_can_be_retried() {
+    // `early` ran before and gets its pair first; the one for `squatter` cannot be created,
+    // as it has an interface of its own named eth0 already.
+    let early = Host::new("early");
+    early.run().unwrap();
+    let squatter = Host::new("squatter");
+    squatter.run().unwrap();
+    let added = squatter.exec_shell("ip link add eth0 type bridge").unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let bystander = Host::new("bystander");
+    let network = Network::new("clash");
+    network.connect(&early, &squatter).unwrap();
+    network.connect(&squatter, &bystander).unwrap();
+    let error = network.run().unwrap_err();
+    assert!(matches!(error, Error::Netlink { .. }), "{error}");
+    let links = |host: &Host| {
+        let dev = host.exec_shell("cat /proc/net/dev").unwrap();
+        String::from_utf8_lossy(&dev.stdout).into_owned()
+    };
+    assert!(
+        early.is_running() && squatter.is_running(),
+        "they ran before"
+    );
+    assert!(
+        !links(&early).contains("eth0:"),
+        "left behind: {}",
+        links(&early)
+    );
+
+    let removed = squatter.exec_shell("ip link del eth0").unwrap();
+    assert!(removed.status.success(), "{removed:?}");
+    network.run().unwrap();
+    for host in [&early, &squatter, &bystander] {
+        let dev = links(host);
+        assert!(
+            dev.contains("eth0:") && !dev.contains("eth1:"),
+            "{}: {dev}",
+            host.name()
+        );
+    }
+    assert!(ping_reaches(&early, network.ip(&squatter).unwrap()));
 }

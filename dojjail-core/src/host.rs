@@ -583,6 +583,15 @@ impl Host {
         self.inner.interfaces.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Gives interface number `k` back after a failed attach, if no later one was handed
+    /// out meanwhile (then `k` stays a gap: names stay unique).
+    pub(crate) fn release_interface(&self, k: u32) {
+        let _ =
+            self.inner
+                .interfaces
+                .compare_exchange(k + 1, k, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
     pub(crate) fn has_namespace(&self, namespace: Namespaces) -> bool {
         lock(&self.inner.config).namespaces.contains(namespace)
     }

@@ -233,10 +233,22 @@ impl Network {
         let started = Started::default();
         let result = self.bring_up(&mut state, &started);
         if result.is_err() {
-            // The interfaces went with the bridge's namespace.
-            state.live = None;
+            // Deleting the bridge ends deletes the hosts' ends now; left to the namespace's
+            // cleanup, they would linger in the hosts for a while, under the names a retry
+            // gives again.
+            if let Some(mut live) = state.live.take() {
+                for (index, member) in state.members.iter().enumerate() {
+                    if member.interface.is_some() {
+                        live.route
+                            .push(link::delete(PORT_INDEX_BASE + index as u32), Mode::Change);
+                    }
+                }
+                let _ = live.route.commit();
+            }
             for member in &mut state.members {
-                member.interface = None;
+                if let Some(k) = member.interface.take() {
+                    member.host.release_interface(k);
+                }
             }
             let all: Vec<usize> = (0..state.members.len()).collect();
             self.release(&state, &all, started);
@@ -508,6 +520,12 @@ impl Network {
             }
             let _ = live.route.commit();
         }
+        for &index in new {
+            let member = &mut state.members[index];
+            if let Some(k) = member.interface.take() {
+                member.host.release_interface(k);
+            }
+        }
         self.release(state, new, started);
         let first = new.iter().copied().min().unwrap_or(state.members.len());
         state.members.truncate(first);
@@ -603,6 +621,18 @@ impl Network {
         }
         let sent = live.route.commit();
         drop(namespaces);
+        if sent.is_err() {
+            // Undo the pairs the batch did create (the others answer ENODEV), now rather
+            // than at the namespace's cleanup, and give the interface numbers back.
+            for &(index, _) in &planned {
+                live.route
+                    .push(link::delete(PORT_INDEX_BASE + index as u32), Mode::Change);
+            }
+            let _ = live.route.commit();
+            for &(index, k) in planned.iter().rev() {
+                state.members[index].host.release_interface(k);
+            }
+        }
         sent.map_err(|(i, e)| {
             // Three requests per host: create, quiet IPv6, up.
             let host = planned

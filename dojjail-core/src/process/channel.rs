@@ -42,6 +42,10 @@ const SPILL_SEALS: nix::fcntl::SealFlag = nix::fcntl::SealFlag::F_SEAL_SHRINK
 #[derive(Debug)]
 pub(crate) struct Channel {
     fd: OwnedFd,
+    /// Whether spilled messages are read: only by an init, from its control channel, where
+    /// spawn requests may carry megabytes of arguments. Everything that comes from an init
+    /// is small, so a spill from one is refused unread.
+    accepts_spills: bool,
 }
 
 impl Channel {
@@ -53,11 +57,22 @@ impl Channel {
             None,
             SockFlag::SOCK_CLOEXEC,
         )?;
-        Ok((Channel { fd: a }, Channel { fd: b }))
+        Ok((Channel::from_fd(a), Channel::from_fd(b)))
     }
 
     pub(crate) fn from_fd(fd: OwnedFd) -> Self {
-        Channel { fd }
+        Channel {
+            fd,
+            accepts_spills: false,
+        }
+    }
+
+    /// This channel reads spilled messages (see [`Channel::accepts_spills`]).
+    pub(crate) fn accepting_spills(self) -> Self {
+        Channel {
+            accepts_spills: true,
+            ..self
+        }
     }
 
     /// Adopts the channel a launched process inherited at `fd` (without close-on-exec,
@@ -72,7 +87,7 @@ impl Channel {
             &fd,
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         );
-        Channel { fd }
+        Channel::from_fd(fd)
     }
 
     pub(crate) fn as_raw_fd(&self) -> RawFd {
@@ -144,7 +159,7 @@ impl Channel {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
             Ok(None) => Ok(None),
-            Ok(Some((len, fds))) => Self::decode(&buf[..len], fds).map(Some),
+            Ok(Some((len, fds))) => self.decode(&buf[..len], fds).map(Some),
         }
     }
 
@@ -172,16 +187,20 @@ impl Channel {
         let Some((len, fds)) = received else {
             return Ok(None);
         };
-        Self::decode(&buf[..len], fds).map(Some)
+        self.decode(&buf[..len], fds).map(Some)
     }
 
     /// The message in `datagram`, or in the memfd attached last when it is spilled.
     fn decode<T: DeserializeOwned>(
+        &self,
         datagram: &[u8],
         mut fds: Vec<OwnedFd>,
     ) -> io::Result<(T, Vec<OwnedFd>)> {
         let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
         let message = if datagram == SPILLED {
+            if !self.accepts_spills {
+                return Err(invalid("a spilled message where none is expected".into()));
+            }
             let file = std::fs::File::from(fds.pop().ok_or_else(|| invalid("no memfd".into()))?);
             let seals = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GET_SEALS)
                 .map(nix::fcntl::SealFlag::from_bits_truncate);
@@ -276,11 +295,20 @@ mod tests {
     #[test]
     fn a_large_message_travels_in_a_sealed_memfd() {
         let (a, b) = Channel::pair().unwrap();
+        let b = b.accepting_spills();
         let big = "x".repeat(INLINE_MAX * 3);
         a.send(&big, &[]).unwrap();
         let (received, fds) = b.recv::<String>().unwrap().unwrap();
         assert_eq!(received, big);
         assert!(fds.is_empty());
+    }
+
+    #[test]
+    fn a_spill_where_none_is_expected_is_refused() {
+        let (a, b) = Channel::pair().unwrap();
+        a.send(&"x".repeat(INLINE_MAX * 3), &[]).unwrap();
+        let error = b.recv::<String>().unwrap_err();
+        assert!(error.to_string().contains("none is expected"), "{error}");
     }
 
     #[test]
@@ -303,6 +331,7 @@ mod tests {
     #[test]
     fn a_spilled_message_in_an_unsealed_file_is_refused() {
         let (a, b) = Channel::pair().unwrap();
+        let b = b.accepting_spills();
         let unsealed = memfd_with(c"unsealed", b"\"sneaky\"");
         a.send_bytes(SPILLED, &[unsealed.as_fd()]).unwrap();
         let error = b.recv::<String>().unwrap_err();

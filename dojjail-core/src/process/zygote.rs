@@ -374,7 +374,11 @@ fn fork(
         libc::close(zygote.as_raw_fd());
     }
     drop(go_write);
-    init::run(&request.init, Channel::from_fd(control), go_read)
+    init::run(
+        &request.init,
+        Channel::from_fd(control).accepting_spills(),
+        go_read,
+    )
 }
 
 /// `struct clone_args` of clone3(2); the libc crate does not define it for glibc targets.
