@@ -541,7 +541,6 @@ fn namespace_limit_helper() {
     assert_eq!(inits_of_this_process(), 1);
 }
 
-/// How many hosts' inits are children of this process (inits are forked with CLONE_PARENT).
 /// Not a test on its own: starts hosts whose /proc cannot be mounted (something is mounted
 /// over a file in /proc, as Docker does to hide some), many times, so that some inits fail
 /// before the zygote has mapped their ids and some after.
@@ -575,6 +574,51 @@ fn a_failed_setup_step_is_reported_and_leaves_no_init() {
     );
 }
 
+/// Not a test on its own: starts a host where user namespaces nest as deep as they may.
+#[test]
+#[ignore = "helper process for user_namespaces_nested_too_deep_are_a_typed_error"]
+fn nesting_limit_helper() {
+    if std::env::var_os("DOJJAIL_TEST_NESTING_HELPER").is_none() {
+        return;
+    }
+    let error = Host::new("too-deep").run().unwrap_err();
+    println!("error: {error}");
+    assert!(matches!(error, Error::LimitReached { .. }), "{error:?}");
+    assert_eq!(inits_of_this_process(), 0);
+}
+
+#[test]
+fn user_namespaces_nested_too_deep_are_a_typed_error() {
+    // 33 levels below the machine's: a user namespace of a 34th is refused.
+    let mut command = Command::new("unshare");
+    for _ in 0..32 {
+        command.args(["--user", "--map-root-user", "unshare"]);
+    }
+    let output = command
+        .args(["--user", "--map-root-user"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "nesting_limit_helper",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("DOJJAIL_TEST_NESTING_HELPER", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("user and pid namespaces nest at most 32 deep"),
+        "{text}"
+    );
+}
+
+/// How many hosts' inits are children of this process (inits are forked with CLONE_PARENT).
 fn inits_of_this_process() -> usize {
     let me = std::process::id().to_string();
     fs::read_dir("/proc")

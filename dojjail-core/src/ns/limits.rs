@@ -1,9 +1,9 @@
 //! Why the kernel refused to create a host's namespaces, in words that name the fix.
 //!
 //! clone3(2) answers with a bare errno: EPERM when user namespaces are forbidden, ENOSPC
-//! when a per-user-namespace count limit (`/proc/sys/user/max_*_namespaces`) or the pid
-//! namespace nesting depth is reached, EUSERS when user namespaces nest too deep, EAGAIN when
-//! the process limits are reached.
+//! when a per-user-namespace count limit (`/proc/sys/user/max_*_namespaces`) or the nesting
+//! depth of user or pid namespaces is reached (kernels before 4.9 said EUSERS for user
+//! namespaces), EAGAIN when the process limits are reached.
 
 use std::fs;
 use std::io;
@@ -30,7 +30,8 @@ pub(crate) fn refused(host: &str, namespaces: Namespaces, error: io::Error) -> E
             namespaces_unavailable(&format!("clone3(CLONE_NEWUSER | ...): {error}"))
         }
         Some(libc::ENOSPC) => limit(format!(
-            "the kernel's limit on namespaces ({}; pid namespaces nest at most 32 deep)",
+            "the kernel's limit on namespaces ({}; user and pid namespaces nest at most 32 \
+             deep)",
             count_limits(namespaces)
         )),
         Some(libc::EUSERS) => limit("user namespaces nest at most 32 deep".to_owned()),
