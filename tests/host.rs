@@ -589,13 +589,21 @@ fn nesting_limit_helper() {
 
 #[test]
 fn user_namespaces_nested_too_deep_are_a_typed_error() {
-    // 33 levels below the machine's: a user namespace of a 34th is refused.
-    let mut command = Command::new("unshare");
-    for _ in 0..32 {
-        command.args(["--user", "--map-root-user", "unshare"]);
-    }
-    let output = command
-        .args(["--user", "--map-root-user"])
+    // `levels` user namespaces below ours, each made by unshare(1) running the next.
+    let nested = |levels: usize| {
+        let mut command = Command::new("unshare");
+        command.args(["--user", "--map-root-user"]);
+        for _ in 1..levels {
+            command.args(["unshare", "--user", "--map-root-user"]);
+        }
+        command
+    };
+    // As deep as they go from here (this process may be in one of its own already).
+    let deepest = (1..=33)
+        .rev()
+        .find(|&levels| nested(levels).arg("true").status().unwrap().success())
+        .expect("user namespaces nest");
+    let output = nested(deepest)
         .arg(std::env::current_exe().unwrap())
         .args([
             "--exact",
