@@ -682,3 +682,47 @@ fn a_failed_link_batch_leaves_no_interface_behind_and_can_be_retried() {
     }
     assert!(ping_reaches(&early, network.ip(&squatter).unwrap()));
 }
+
+/// A running host whose /etc/hosts cannot be written: a network with it fails late.
+fn unwritable(name: &str) -> Host {
+    let host = Host::new(name);
+    host.run().unwrap();
+    let remount = host
+        .exec_shell("mount -o remount,ro,bind /etc/hosts")
+        .unwrap();
+    assert!(remount.status.success(), "{remount:?}");
+    host
+}
+
+#[test]
+fn two_networks_failing_at_once_leave_the_host_they_share_new() {
+    let rounds: usize = std::env::var("DOJJAIL_TEST_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(20);
+    for round in 0..rounds {
+        let shared = Host::new("shared");
+        let one = Network::new("one");
+        one.connect(&shared, &unwritable("stuck-1")).unwrap();
+        let two = Network::new("two");
+        two.connect(&shared, &unwritable("stuck-2")).unwrap();
+        let barrier = std::sync::Barrier::new(2);
+        let (first, second) = std::thread::scope(|s| {
+            let first = s.spawn(|| {
+                barrier.wait();
+                one.run()
+            });
+            let second = s.spawn(|| {
+                barrier.wait();
+                two.run()
+            });
+            (first.join().unwrap(), second.join().unwrap())
+        });
+        assert!(first.is_err() && second.is_err(), "round {round}");
+        assert!(
+            !shared.is_running(),
+            "round {round}: both networks failed, yet the host one of them started runs: {first:?} {second:?}"
+        );
+        shared.run().unwrap();
+    }
+}

@@ -80,9 +80,8 @@ struct HostInner {
     interfaces: AtomicU32,
     /// Lines for /etc/hosts (`address\tname`), by network.
     hosts_entries: Mutex<BTreeMap<u64, Arc<str>>>,
-    /// The networks that started the host or found it running, and have not let it go: a
-    /// network that fails to start abandons the host only when no other one uses it.
-    networks: Mutex<BTreeSet<u64>>,
+    /// Who wants the host running. Lock order: `hosts_entries`, `state`, `claims`.
+    claims: Mutex<Claims>,
     config: Mutex<Config>,
     state: Mutex<State>,
     main: Mutex<MainSlot>,
@@ -139,7 +138,7 @@ impl Host {
                 log: Mutex::new(None),
                 interfaces: AtomicU32::new(0),
                 hosts_entries: Mutex::new(BTreeMap::new()),
-                networks: Mutex::new(BTreeSet::new()),
+                claims: Mutex::new(Claims::default()),
                 config: Mutex::new(Config {
                     namespaces: Namespaces::ALL,
                     persistent: false,
@@ -230,6 +229,7 @@ impl Host {
         if let Some(starting) = self.begin_run(None)? {
             starting.finish()?;
         }
+        lock(&self.inner.claims).users.insert(USER_CLAIM);
         self.start_pending_main()
     }
 
@@ -255,7 +255,7 @@ impl Host {
     pub(crate) fn begin_run(&self, network: Option<u64>) -> Result<Option<Starting<'_>>> {
         let state = lock(&self.inner.state);
         if let Some(network) = network {
-            lock(&self.inner.networks).insert(network);
+            lock(&self.inner.claims).users.insert(network);
         }
         match &*state {
             State::Running(_) => return Ok(None),
@@ -497,34 +497,61 @@ impl Host {
         Ok(())
     }
 
-    /// Network `network` no longer uses the host.
+    /// Network `network` no longer uses the host. If the host was only kept running for it
+    /// after another network abandoned its start, it is now new again.
     pub(crate) fn leave(&self, network: u64) {
-        lock(&self.inner.networks).remove(&network);
+        let entries = lock(&self.inner.hosts_entries);
+        let state = lock(&self.inner.state);
+        let mut claims = lock(&self.inner.claims);
+        claims.users.remove(&network);
+        if claims.users.is_empty() && claims.abandoned && !claims.kept {
+            drop(claims);
+            self.make_new(state, entries);
+        }
+    }
+
+    /// A network that uses the host has started: the host is wanted from now on, whoever
+    /// started it.
+    pub(crate) fn keep(&self) {
+        lock(&self.inner.claims).kept = true;
     }
 
     /// Undoes a start that network `network` began and could not complete: the network
-    /// leaves the host, and unless another network uses it by now, the host is killed and
-    /// new again, so the same `Host` can run later (as after a failed [`Host::run`]).
-    /// Returns whether it was.
+    /// leaves the host, and unless someone else uses it (another network, or its user
+    /// through [`Host::run`]), the host is killed and new again, so the same `Host` can run
+    /// later (as after a failed [`Host::run`]); otherwise that happens when the last of
+    /// them leaves without having started. Returns whether it happened now.
     pub(crate) fn abandon_start(&self, network: u64) -> bool {
-        let mut state = lock(&self.inner.state);
-        let mut networks = lock(&self.inner.networks);
-        networks.remove(&network);
-        if !networks.is_empty() {
+        let entries = lock(&self.inner.hosts_entries);
+        let state = lock(&self.inner.state);
+        let mut claims = lock(&self.inner.claims);
+        claims.users.remove(&network);
+        if !claims.users.is_empty() {
+            claims.abandoned = true;
             return false;
         }
-        drop(networks);
+        drop(claims);
+        self.make_new(state, entries);
+        true
+    }
+
+    /// Kills the init, if any, and forgets everything of the run.
+    fn make_new(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        mut entries: MutexGuard<'_, BTreeMap<u64, Arc<str>>>,
+    ) {
         if let State::Running(running) = &*state {
             running.kill();
         }
         *state = State::Created;
+        *lock(&self.inner.claims) = Claims::default();
         self.inner.workers.clear();
         *lock(&self.inner.pending_main) = None;
         *lock(&self.inner.main) = MainSlot::None;
         *lock(&self.inner.log) = None;
-        lock(&self.inner.hosts_entries).clear();
+        entries.clear();
         self.inner.interfaces.store(0, Ordering::Relaxed);
-        true
     }
 
     /// Waits until a process in the host listens on TCP `port` (IPv4 or IPv6, any address),
@@ -647,6 +674,21 @@ impl Host {
         }
     }
 }
+
+/// Who wants a host running.
+#[derive(Default)]
+struct Claims {
+    /// Networks that started the host or found it running and have not let it go, and
+    /// [`USER_CLAIM`] once its user ran it.
+    users: BTreeSet<u64>,
+    /// A network that started the host failed, and left it running only for the others.
+    abandoned: bool,
+    /// A network that uses the host has started: it stays, whatever becomes of the others.
+    kept: bool,
+}
+
+/// The claim of a host's user, who called [`Host::run`]; network ids start at 1.
+const USER_CLAIM: u64 = 0;
 
 /// How long [`Starting::finish`] spins for the init's report before it sleeps.
 const READY_SPIN: Duration = Duration::from_micros(250);

@@ -252,6 +252,10 @@ impl Network {
             }
             let all: Vec<usize> = (0..state.members.len()).collect();
             self.release(&state, &all, started);
+        } else {
+            for member in &state.members {
+                member.host.keep();
+            }
         }
         result
     }
@@ -510,6 +514,11 @@ impl Network {
     fn join(&self, state: &mut State, new: &[usize]) -> Result<()> {
         let started = Started::default();
         let Err(error) = self.apply_new_members(state, new, &started) else {
+            if state.live.is_some() {
+                for &index in new {
+                    state.members[index].host.keep();
+                }
+            }
             return Ok(());
         };
         if let Some(live) = &mut state.live {
