@@ -881,19 +881,3 @@ fn hosts_start_after_their_zygotes_were_killed() {
     assert!(output.status.success(), "{text}");
     assert!(text.contains("hosts started after"), "{text}");
 }
-
-#[test]
-fn sys_shows_the_hosts_own_network_interfaces() {
-    let host = running("sysfs");
-    let from_sys = shell(&host, "ls /sys/class/net");
-    let mut from_sys: Vec<&str> = from_sys.split_whitespace().collect();
-    let from_proc = shell(&host, "cat /proc/net/dev");
-    let mut from_proc: Vec<&str> = from_proc
-        .lines()
-        .filter_map(|line| Some(line.split_once(':')?.0.trim()))
-        .collect();
-    from_sys.sort();
-    from_proc.sort();
-    assert_eq!(from_sys, from_proc);
-    assert!(from_sys.contains(&"lo"), "{from_sys:?}");
-}

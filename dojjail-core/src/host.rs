@@ -222,7 +222,7 @@ impl Host {
     /// Starts the host; does nothing if it is already running.
     ///
     /// Afterwards its hostname is its name, uid 0 inside is `root`, `lo` is up, and it has
-    /// its own `/proc`, `/sys` and `/tmp`. Fails with a typed error, leaving nothing behind, when
+    /// its own `/proc` and `/tmp`. Fails with a typed error, leaving nothing behind, when
     /// the name is invalid, the entrypoint is not registered, or the machine does not
     /// allow namespaces.
     pub fn run(&self) -> Result<()> {
@@ -314,7 +314,6 @@ impl Host {
             set_hostname: namespaces.contains(Namespaces::UTS),
             private_mounts: namespaces.contains(Namespaces::MOUNT),
             mount_proc: namespaces.contains(Namespaces::MOUNT | Namespaces::PID),
-            mount_sys: namespaces.contains(Namespaces::MOUNT | Namespaces::NET),
             loopback_up: namespaces.contains(Namespaces::NET),
             persistent: config.persistent,
         };

@@ -21,7 +21,7 @@ pub struct Namespaces(CloneFlags);
 impl Namespaces {
     /// User namespace: the host's root is root only inside the host.
     pub const USER: Self = Self(CloneFlags::CLONE_NEWUSER);
-    /// Mount namespace: its own `/proc`, `/sys`, `/tmp` and `/etc/hosts`.
+    /// Mount namespace: its own `/proc`, `/tmp` and `/etc/hosts`.
     pub const MOUNT: Self = Self(CloneFlags::CLONE_NEWNS);
     /// Cgroup namespace.
     pub const CGROUP: Self = Self(CloneFlags::CLONE_NEWCGROUP);

@@ -142,16 +142,6 @@ fn set_up(config: &InitConfig, ids_mapped: OwnedFd) -> Result<(), (String, io::E
             )
             .map_err(step("mount the host's own /proc"))?;
         }
-        if config.mount_sys {
-            mount(
-                Some("sysfs"),
-                "/sys",
-                Some("sysfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                None::<&str>,
-            )
-            .map_err(step("mount the host's own /sys"))?;
-        }
         mount(
             Some("tmpfs"),
             "/tmp",

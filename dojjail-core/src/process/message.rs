@@ -19,9 +19,6 @@ pub(crate) struct InitConfig {
     /// Mount a private `/proc` (needs mount and pid namespaces) and `/tmp`.
     pub private_mounts: bool,
     pub mount_proc: bool,
-    /// Mount a sysfs of the host's own network namespace on `/sys`, so `/sys/class/net`
-    /// lists the host's interfaces (needs mount and network namespaces).
-    pub mount_sys: bool,
     pub loopback_up: bool,
     /// Keep running when the controller goes away.
     pub persistent: bool,
