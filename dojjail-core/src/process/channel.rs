@@ -1,15 +1,14 @@
 //! A typed channel between the controlling process and a host's init: one serde_json
 //! message per SOCK_SEQPACKET datagram, with file descriptors riding along as SCM_RIGHTS.
 
-use std::io::{self, IoSlice, IoSliceMut, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::fd::AsFd;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -28,9 +27,9 @@ const SPILL_MAX: u64 = 256 << 20;
 /// The most descriptors one message of ours carries, the memfd of a spilled one included;
 /// a message with more is refused.
 const MAX_FDS: usize = 9;
-/// The kernel's cap on descriptors in one message (SCM_MAX_FD). Room for this many means
-/// the kernel never truncates what a peer attached, so every descriptor that arrives is
-/// owned here and closed when unwanted, not leaked.
+/// The kernel's cap on descriptors in one message (SCM_MAX_FD). With room for this many,
+/// only a lack of free descriptor slots truncates what a peer attached; either way every
+/// descriptor that arrives is owned here and closed when unwanted.
 const SCM_MAX_FD: usize = 253;
 /// The seals of a spilled message's memfd: its size and contents are fixed, so reading it
 /// cannot block or change under the reader (a peer cannot pass off a pipe or a FUSE file).
@@ -221,50 +220,74 @@ impl Channel {
         Ok((message, fds))
     }
 
+    /// One datagram into `buf`, with the descriptors attached to it. Written on libc, not
+    /// nix: when the receiver has too few free descriptor slots the kernel installs some
+    /// and sets MSG_CTRUNC, and nix then returns an error without the installed ones, which
+    /// would leak; here every installed descriptor is owned (and closed on error).
     fn recv_bytes(
         &self,
         buf: &mut [u8],
         flags: MsgFlags,
     ) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
-        let mut cmsg_space = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
+        let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+        // u64s keep the buffer aligned for `cmsghdr`.
+        // SAFETY: CMSG_SPACE only computes a size.
+        let space = unsafe { libc::CMSG_SPACE((SCM_MAX_FD * size_of::<RawFd>()) as u32) };
+        let mut control = vec![0u64; (space as usize).div_ceil(8)];
         loop {
-            let mut iov = [IoSliceMut::new(buf)];
-            let received = match recvmsg::<()>(
-                self.fd.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg_space),
-                MsgFlags::MSG_CMSG_CLOEXEC | flags,
-            ) {
-                Err(nix::Error::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-                Ok(received) => received,
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
             };
+            // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
+            let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+            header.msg_iov = &mut iov;
+            header.msg_iovlen = 1;
+            header.msg_control = control.as_mut_ptr().cast();
+            header.msg_controllen = control.len() * 8;
+            let flags = (MsgFlags::MSG_CMSG_CLOEXEC | flags).bits();
+            // SAFETY: `header` describes buffers we own, for the duration of the call.
+            let received = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut header, flags) };
+            if received < 0 {
+                let error = io::Error::last_os_error();
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(error);
+            }
             let mut fds = Vec::new();
-            for cmsg in received.cmsgs()? {
-                if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                    // SAFETY: the kernel just installed these descriptors for us.
-                    fds.extend(
-                        raw.into_iter()
-                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                    );
+            // SAFETY: walking the control messages the kernel wrote into `control`, as
+            // cmsg(3) describes; each SCM_RIGHTS entry is a descriptor installed for us.
+            unsafe {
+                let mut cmsg = libc::CMSG_FIRSTHDR(&header);
+                while !cmsg.is_null() {
+                    if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                        && (*cmsg).cmsg_type == libc::SCM_RIGHTS
+                    {
+                        let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                        let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                        for k in 0..bytes / size_of::<RawFd>() {
+                            fds.push(OwnedFd::from_raw_fd(data.add(k).read_unaligned()));
+                        }
+                    }
+                    cmsg = libc::CMSG_NXTHDR(&header, cmsg);
                 }
             }
-            if received.flags.contains(MsgFlags::MSG_TRUNC) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "message truncated",
+            if header.msg_flags & libc::MSG_TRUNC != 0 {
+                return Err(invalid("message truncated".into()));
+            }
+            if header.msg_flags & libc::MSG_CTRUNC != 0 {
+                return Err(invalid(
+                    "descriptors of a message were dropped (too many, or no free slots)".into(),
                 ));
             }
             if fds.len() > MAX_FDS {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("a message with {} descriptors", fds.len()),
-                ));
+                return Err(invalid(format!("a message with {} descriptors", fds.len())));
             }
-            if received.bytes == 0 && fds.is_empty() {
+            if received == 0 && fds.is_empty() {
                 return Ok(None);
             }
-            return Ok(Some((received.bytes, fds)));
+            return Ok(Some((received as usize, fds)));
         }
     }
 }

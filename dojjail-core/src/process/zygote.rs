@@ -142,10 +142,14 @@ pub(crate) fn fork_init(
             Ok(Some((ForkReply::Refused { reason }, _))) => {
                 return Err(ForkError::step(ASK)(io::Error::other(reason)));
             }
-            Ok(Some(_)) => {
+            Ok(Some((_, fds))) => {
+                // Descriptors on an unexpected reply are inits' pidfds: end those inits.
+                for pidfd in &fds {
+                    kill_and_reap(pidfd);
+                }
                 return Err(ForkError::step(ASK)(io::Error::other(
                     "the zygote sent a malformed reply",
-                )))
+                )));
             }
             Ok(None) | Err(_) => {
                 if let Some(Zygote { launched: dead, .. }) = zygote.take() {
