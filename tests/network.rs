@@ -479,12 +479,9 @@ fn networks_sharing_hosts_start_at_once_without_deadlock() {
         let second = Network::new("second").subnet("10.1.0.0/24").unwrap();
         first.connect(&a, &b).unwrap();
         second.connect(&b, &a).unwrap();
-        std::thread::scope(|scope| {
-            let one = scope.spawn(|| first.run());
-            let two = scope.spawn(|| second.run());
-            one.join().unwrap().unwrap();
-            two.join().unwrap().unwrap();
-        });
+        let (one, two) = run_at_once(&first, &second);
+        one.unwrap();
+        two.unwrap();
         assert!(ping_reaches(&a, second.ip(&b).unwrap()));
     }
 }
@@ -528,6 +525,22 @@ fn a_failed_network_run_leaves_stopped_hosts_stopped() {
     );
 }
 
+/// Runs two networks on two threads, released at the same moment.
+fn run_at_once(a: &Network, b: &Network) -> (dojjail::Result<()>, dojjail::Result<()>) {
+    let barrier = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        let first = s.spawn(|| {
+            barrier.wait();
+            a.run()
+        });
+        let second = s.spawn(|| {
+            barrier.wait();
+            b.run()
+        });
+        (first.join().unwrap(), second.join().unwrap())
+    })
+}
+
 #[test]
 fn a_failed_network_does_not_stop_a_host_another_network_uses() {
     for round in 0..10 {
@@ -538,18 +551,7 @@ fn a_failed_network_does_not_stop_a_host_another_network_uses() {
         failing.connect(&shared, &bad).unwrap();
         let working = Network::new("working");
         working.connect(&shared, &other).unwrap();
-        let barrier = std::sync::Barrier::new(2);
-        let (failed, worked) = std::thread::scope(|s| {
-            let failed = s.spawn(|| {
-                barrier.wait();
-                failing.run()
-            });
-            let worked = s.spawn(|| {
-                barrier.wait();
-                working.run()
-            });
-            (failed.join().unwrap(), worked.join().unwrap())
-        });
+        let (failed, worked) = run_at_once(&failing, &working);
         assert!(failed.is_err(), "round {round}");
         worked.unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert!(
@@ -706,18 +708,7 @@ fn two_networks_failing_at_once_leave_the_host_they_share_new() {
         one.connect(&shared, &unwritable("stuck-1")).unwrap();
         let two = Network::new("two");
         two.connect(&shared, &unwritable("stuck-2")).unwrap();
-        let barrier = std::sync::Barrier::new(2);
-        let (first, second) = std::thread::scope(|s| {
-            let first = s.spawn(|| {
-                barrier.wait();
-                one.run()
-            });
-            let second = s.spawn(|| {
-                barrier.wait();
-                two.run()
-            });
-            (first.join().unwrap(), second.join().unwrap())
-        });
+        let (first, second) = run_at_once(&one, &two);
         assert!(first.is_err() && second.is_err(), "round {round}");
         assert!(
             !shared.is_running(),
