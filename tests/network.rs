@@ -527,15 +527,20 @@ fn a_failed_network_run_leaves_stopped_hosts_stopped() {
 
 /// Runs two networks on two threads, released at the same moment.
 fn run_at_once(a: &Network, b: &Network) -> (dojjail::Result<()>, dojjail::Result<()>) {
+    at_once(|| a.run(), || b.run())
+}
+
+/// Runs `a` and `b` on two threads, released at the same moment.
+fn at_once<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
     let barrier = std::sync::Barrier::new(2);
     std::thread::scope(|s| {
         let first = s.spawn(|| {
             barrier.wait();
-            a.run()
+            a()
         });
         let second = s.spawn(|| {
             barrier.wait();
-            b.run()
+            b()
         });
         (first.join().unwrap(), second.join().unwrap())
     })
@@ -715,5 +720,21 @@ fn two_networks_failing_at_once_leave_the_host_they_share_new() {
             "round {round}: both networks failed, yet the host one of them started runs: {first:?} {second:?}"
         );
         shared.run().unwrap();
+    }
+}
+
+#[test]
+fn a_host_its_user_ran_stays_running_when_a_network_that_started_it_fails() {
+    for round in 0..20 {
+        let wanted = Host::new("wanted");
+        let network = Network::new("doomed");
+        network.connect(&wanted, &unwritable("stuck")).unwrap();
+        let (failed, ran) = at_once(|| network.run(), || wanted.run());
+        assert!(failed.is_err(), "round {round}");
+        ran.unwrap();
+        assert!(
+            wanted.is_running(),
+            "round {round}: Host::run returned, yet the failing network stopped the host"
+        );
     }
 }

@@ -229,7 +229,6 @@ impl Host {
         if let Some(starting) = self.begin_run(None)? {
             starting.finish()?;
         }
-        lock(&self.inner.claims).users.insert(USER_CLAIM);
         self.start_pending_main()
     }
 
@@ -254,11 +253,17 @@ impl Host {
     /// that starts the host (or finds it running) uses it from then on, until it leaves.
     pub(crate) fn begin_run(&self, network: Option<u64>) -> Result<Option<Starting<'_>>> {
         let state = lock(&self.inner.state);
+        // Claimed under the state lock, so no failing network's abandon comes in between;
+        // the user's claim on a start of its own only once it succeeded (in `finish`).
         if let Some(network) = network {
             lock(&self.inner.claims).users.insert(network);
         }
         match &*state {
-            State::Running(_) => return Ok(None),
+            State::Running(_) => {
+                let claim = network.unwrap_or(USER_CLAIM);
+                lock(&self.inner.claims).users.insert(claim);
+                return Ok(None);
+            }
             State::Stopped { reason } => return Err(self.stopped(reason)),
             State::Created => {}
         }
@@ -283,6 +288,7 @@ impl Host {
             state,
             running: Some(running),
             entrypoint,
+            by_user: network.is_none(),
         };
         starting.prestart_worker();
         Ok(Some(starting))
@@ -698,6 +704,8 @@ pub(crate) struct Starting<'a> {
     state: MutexGuard<'a, State>,
     running: Option<Running>,
     entrypoint: Option<(String, String)>,
+    /// Started by [`Host::run`] rather than by a network.
+    by_user: bool,
 }
 
 impl Starting<'_> {
@@ -745,6 +753,9 @@ impl Starting<'_> {
             }
         }
         *lock(&self.host.inner.pending_main) = self.entrypoint.take();
+        if self.by_user {
+            lock(&self.host.inner.claims).users.insert(USER_CLAIM);
+        }
         let running = self.running.take().expect("present until finished");
         *self.state = State::Running(Arc::new(running));
         Ok(())

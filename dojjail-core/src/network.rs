@@ -590,7 +590,7 @@ impl Network {
     fn attach(&self, state: &mut State, new: &[usize]) -> Result<()> {
         let prefix = state.subnet.prefix();
         let live = state.live.as_mut().expect("attach needs a running network");
-        let mut planned = Vec::with_capacity(new.len());
+        // Every namespace first: a failure here leaves nothing queued or allocated.
         let mut namespaces = Vec::with_capacity(new.len());
         for &index in new {
             let member = &state.members[index];
@@ -606,7 +606,11 @@ impl Network {
                         e,
                     )
                 })?;
-            let k = member.host.allocate_interface();
+            namespaces.push(netns);
+        }
+        let mut planned = Vec::with_capacity(new.len());
+        for (&index, netns) in new.iter().zip(&namespaces) {
+            let k = state.members[index].host.allocate_interface();
             live.route.push(
                 link::new_veth_port(
                     VethEnd {
@@ -625,7 +629,6 @@ impl Network {
             let port = PORT_INDEX_BASE + index as u32;
             live.route.push(link::quiet_ipv6(port), Mode::Change);
             live.route.push(link::set_up(port), Mode::Change);
-            namespaces.push(netns);
             planned.push((index, k));
         }
         let sent = live.route.commit();

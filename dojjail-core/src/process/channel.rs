@@ -244,7 +244,7 @@ impl Channel {
             header.msg_iov = &mut iov;
             header.msg_iovlen = 1;
             header.msg_control = control.as_mut_ptr().cast();
-            header.msg_controllen = control.len() * 8;
+            header.msg_controllen = (control.len() * 8) as _;
             let flags = (MsgFlags::MSG_CMSG_CLOEXEC | flags).bits();
             // SAFETY: `header` describes buffers we own, for the duration of the call.
             let received = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut header, flags) };
