@@ -324,9 +324,7 @@ fn a_host_failing_to_start_tears_the_whole_network_down() {
     network.run().unwrap();
     assert!(good.iter().all(Host::is_running) && bad.is_running());
     // Its interface is eth0 again: nothing of the failed start stayed.
-    let dev = good[0].exec_shell("cat /proc/net/dev").unwrap();
-    let dev = String::from_utf8_lossy(&dev.stdout);
-    assert!(dev.contains("eth0:") && !dev.contains("eth1:"), "{dev}");
+    assert!(only_eth0(&good[0]), "{:?}", interfaces(&good[0]));
     assert!(ping_reaches(&good[0], network.ip(&bad).unwrap()));
 }
 
@@ -573,10 +571,7 @@ fn a_failed_network_does_not_stop_a_host_another_network_uses() {
 fn failing_late() -> (Network, Host, Host, Host) {
     let a = Host::new("pre-a");
     a.run().unwrap();
-    let r = Host::new("pre-r");
-    r.run().unwrap();
-    let remount = r.exec_shell("mount -o remount,ro,bind /etc/hosts").unwrap();
-    assert!(remount.status.success(), "{remount:?}");
+    let r = unwritable("pre-r");
     let b = Host::new("new-b");
     let network = Network::new("late");
     network.connect(&a, &b).unwrap();
@@ -586,9 +581,30 @@ fn failing_late() -> (Network, Host, Host, Host) {
     (network, a, b, r)
 }
 
-fn hosts_file(host: &Host) -> String {
-    let output = host.exec_shell("cat /etc/hosts").unwrap();
+/// The output of `command` run by a shell in `host`, which must succeed.
+fn shell(host: &Host, command: &str) -> String {
+    let output = host.exec_shell(command).unwrap();
+    assert!(output.status.success(), "{command}: {output:?}");
     String::from_utf8(output.stdout).unwrap()
+}
+
+fn hosts_file(host: &Host) -> String {
+    shell(host, "cat /etc/hosts")
+}
+
+/// The names of the interfaces in `host`'s network namespace (from /proc/net/dev: the
+/// host's /sys is the machine's).
+fn interfaces(host: &Host) -> Vec<String> {
+    shell(host, "cat /proc/net/dev")
+        .lines()
+        .filter_map(|line| Some(line.split_once(':')?.0.trim().to_owned()))
+        .collect()
+}
+
+/// Whether `host` has eth0 and no eth1: a failed start left no interface and no gap.
+fn only_eth0(host: &Host) -> bool {
+    let names = interfaces(host);
+    names.iter().any(|n| n == "eth0") && !names.iter().any(|n| n == "eth1")
 }
 
 #[test]
@@ -610,26 +626,11 @@ fn a_late_failure_leaves_hosts_that_ran_before_running_without_its_names() {
 #[test]
 fn a_late_failure_can_be_retried_and_every_host_gets_eth0() {
     let (network, a, b, r) = failing_late();
-    let remount = r.exec_shell("mount -o remount,rw,bind /etc/hosts").unwrap();
-    assert!(remount.status.success(), "{remount:?}");
+    shell(&r, "mount -o remount,rw,bind /etc/hosts");
     network.run().unwrap();
-    // The new host, and those that ran before, got eth0: the failed start left no gap.
+    // The new host, and those that ran before, got eth0.
     for host in [&a, &b, &r] {
-        let dev = host.exec_shell("cat /proc/net/dev").unwrap();
-        let links: Vec<String> = String::from_utf8_lossy(&dev.stdout)
-            .lines()
-            .filter_map(|line| Some(line.split_once(':')?.0.trim().to_owned()))
-            .collect();
-        assert!(
-            links.contains(&"eth0".to_owned()),
-            "{}: {links:?}",
-            host.name()
-        );
-        assert!(
-            !links.contains(&"eth1".to_owned()),
-            "{}: {links:?}",
-            host.name()
-        );
+        assert!(only_eth0(host), "{}: {:?}", host.name(), interfaces(host));
     }
 }
 
@@ -654,38 +655,24 @@ fn a_failed_link_batch_leaves_no_interface_behind_and_can_be_retried() {
     early.run().unwrap();
     let squatter = Host::new("squatter");
     squatter.run().unwrap();
-    let added = squatter.exec_shell("ip link add eth0 type bridge").unwrap();
-    assert!(added.status.success(), "{added:?}");
+    shell(&squatter, "ip link add eth0 type bridge");
     let bystander = Host::new("bystander");
     let network = Network::new("clash");
     network.connect(&early, &squatter).unwrap();
     network.connect(&squatter, &bystander).unwrap();
     let error = network.run().unwrap_err();
     assert!(matches!(error, Error::Netlink { .. }), "{error}");
-    let links = |host: &Host| {
-        let dev = host.exec_shell("cat /proc/net/dev").unwrap();
-        String::from_utf8_lossy(&dev.stdout).into_owned()
-    };
     assert!(
         early.is_running() && squatter.is_running(),
         "they ran before"
     );
-    assert!(
-        !links(&early).contains("eth0:"),
-        "left behind: {}",
-        links(&early)
-    );
+    let left = interfaces(&early);
+    assert!(!left.iter().any(|n| n == "eth0"), "left behind: {left:?}");
 
-    let removed = squatter.exec_shell("ip link del eth0").unwrap();
-    assert!(removed.status.success(), "{removed:?}");
+    shell(&squatter, "ip link del eth0");
     network.run().unwrap();
     for host in [&early, &squatter, &bystander] {
-        let dev = links(host);
-        assert!(
-            dev.contains("eth0:") && !dev.contains("eth1:"),
-            "{}: {dev}",
-            host.name()
-        );
+        assert!(only_eth0(host), "{}: {:?}", host.name(), interfaces(host));
     }
     assert!(ping_reaches(&early, network.ip(&squatter).unwrap()));
 }

@@ -28,7 +28,7 @@ use crate::process::message::{
     SpawnStep,
 };
 use crate::process::registry::{self, Entrypoint};
-use crate::process::spawn::{self, ForkError, StartedInit};
+use crate::process::spawn::{self, ForkError, StartedInit, WRITING_ID_MAPS};
 
 /// The longest hostname Linux accepts (HOST_NAME_MAX).
 const MAX_NAME_LEN: usize = 64;
@@ -253,14 +253,11 @@ impl Host {
     /// that starts the host (or finds it running) uses it from then on, until it leaves.
     pub(crate) fn begin_run(&self, network: Option<u64>) -> Result<Option<Starting<'_>>> {
         let state = lock(&self.inner.state);
-        // Claimed under the state lock, so no failing network's abandon comes in between;
-        // the user's claim on a start of its own only once it succeeded (in `finish`).
-        if let Some(network) = network {
-            lock(&self.inner.claims).users.insert(network);
-        }
+        // Claimed under the state lock, so no failing network's abandon comes in between:
+        // here when the host runs already, else in `finish` once it does.
+        let claim = network.unwrap_or(USER_CLAIM);
         match &*state {
             State::Running(_) => {
-                let claim = network.unwrap_or(USER_CLAIM);
                 lock(&self.inner.claims).users.insert(claim);
                 return Ok(None);
             }
@@ -288,7 +285,7 @@ impl Host {
             state,
             running: Some(running),
             entrypoint,
-            by_user: network.is_none(),
+            claim,
         };
         starting.prestart_worker();
         Ok(Some(starting))
@@ -334,9 +331,7 @@ impl Host {
                 step,
                 source: std::io::Error::from_raw_os_error(errno),
             },
-            ForkError::Unmapped(error) => {
-                Error::os(name, "writing the init's uid and gid maps", error)
-            }
+            ForkError::Unmapped(error) => Error::os(name, WRITING_ID_MAPS, error),
             ForkError::Step { step, error } => Error::os(name, step, error),
         })?;
         Ok(Running {
@@ -704,8 +699,8 @@ pub(crate) struct Starting<'a> {
     state: MutexGuard<'a, State>,
     running: Option<Running>,
     entrypoint: Option<(String, String)>,
-    /// Started by [`Host::run`] rather than by a network.
-    by_user: bool,
+    /// Who is starting it: a network's id, or [`USER_CLAIM`].
+    claim: u64,
 }
 
 impl Starting<'_> {
@@ -753,9 +748,7 @@ impl Starting<'_> {
             }
         }
         *lock(&self.host.inner.pending_main) = self.entrypoint.take();
-        if self.by_user {
-            lock(&self.host.inner.claims).users.insert(USER_CLAIM);
-        }
+        lock(&self.host.inner.claims).users.insert(self.claim);
         let running = self.running.take().expect("present until finished");
         *self.state = State::Running(Arc::new(running));
         Ok(())

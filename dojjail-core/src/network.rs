@@ -233,24 +233,9 @@ impl Network {
         let started = Started::default();
         let result = self.bring_up(&mut state, &started);
         if result.is_err() {
-            // Deleting the bridge ends deletes the hosts' ends now; left to the namespace's
-            // cleanup, they would linger in the hosts for a while, under the names a retry
-            // gives again.
-            if let Some(mut live) = state.live.take() {
-                for (index, member) in state.members.iter().enumerate() {
-                    if member.interface.is_some() {
-                        live.route
-                            .push(link::delete(PORT_INDEX_BASE + index as u32), Mode::Change);
-                    }
-                }
-                let _ = live.route.commit();
-            }
-            for member in &mut state.members {
-                if let Some(k) = member.interface.take() {
-                    member.host.release_interface(k);
-                }
-            }
             let all: Vec<usize> = (0..state.members.len()).collect();
+            detach(&mut state, &all);
+            state.live = None;
             self.release(&state, &all, started);
         } else {
             for member in &state.members {
@@ -521,20 +506,7 @@ impl Network {
             }
             return Ok(());
         };
-        if let Some(live) = &mut state.live {
-            for &index in new {
-                // Deleting the bridge end of a veth pair deletes both ends.
-                live.route
-                    .push(link::delete(PORT_INDEX_BASE + index as u32), Mode::Change);
-            }
-            let _ = live.route.commit();
-        }
-        for &index in new {
-            let member = &mut state.members[index];
-            if let Some(k) = member.interface.take() {
-                member.host.release_interface(k);
-            }
-        }
+        detach(state, new);
         self.release(state, new, started);
         let first = new.iter().copied().min().unwrap_or(state.members.len());
         state.members.truncate(first);
@@ -590,10 +562,11 @@ impl Network {
     fn attach(&self, state: &mut State, new: &[usize]) -> Result<()> {
         let prefix = state.subnet.prefix();
         let live = state.live.as_mut().expect("attach needs a running network");
+        let members = &mut state.members;
         // Every namespace first: a failure here leaves nothing queued or allocated.
         let mut namespaces = Vec::with_capacity(new.len());
         for &index in new {
-            let member = &state.members[index];
+            let member = &members[index];
             let running = member.host.running()?;
             // Held only until the batch is sent: the kernel resolves it in the request.
             let netns =
@@ -610,7 +583,8 @@ impl Network {
         }
         let mut planned = Vec::with_capacity(new.len());
         for (&index, netns) in new.iter().zip(&namespaces) {
-            let k = state.members[index].host.allocate_interface();
+            let k = members[index].host.allocate_interface();
+            members[index].interface = Some(k);
             live.route.push(
                 link::new_veth_port(
                     VethEnd {
@@ -633,28 +607,14 @@ impl Network {
         }
         let sent = live.route.commit();
         drop(namespaces);
-        if sent.is_err() {
-            // Undo the pairs the batch did create (the others answer ENODEV), now rather
-            // than at the namespace's cleanup, and give the interface numbers back.
-            for &(index, _) in &planned {
-                live.route
-                    .push(link::delete(PORT_INDEX_BASE + index as u32), Mode::Change);
-            }
-            let _ = live.route.commit();
-            for &(index, k) in planned.iter().rev() {
-                state.members[index].host.release_interface(k);
-            }
-        }
-        sent.map_err(|(i, e)| {
+        if let Err((i, e)) = sent {
             // Three requests per host: create, quiet IPv6, up.
-            let host = planned
-                .get(i / 3)
-                .map(|(index, _)| state.members[*index].host.name())
-                .unwrap_or("?");
-            self.netlink(&format!("creating the veth pair of host {host:?}"), e)
-        })?;
-        for &(index, k) in &planned {
-            state.members[index].interface = Some(k);
+            let host = planned.get(i / 3).map_or("?".to_owned(), |(index, _)| {
+                members[*index].host.name().to_owned()
+            });
+            // The pairs the batch did create go now (the others answer ENODEV).
+            detach(state, new);
+            return Err(self.netlink(&format!("creating the veth pair of host {host:?}"), e));
         }
         let members = &state.members;
         in_parallel(&planned, |&(index, k)| {
@@ -763,6 +723,26 @@ fn in_chunks<T: Sync>(items: &[T], f: impl Fn(&[T]) -> Result<()> + Sync) -> Res
             .collect::<Result<Vec<()>>>()
             .map(|_| ())
     })
+}
+
+/// Takes the members `indices` off the bridge now, and gives their interface numbers back.
+/// Deleting the bridge end of a veth pair deletes the host's end too; left to the cleanup
+/// of the bridge's namespace, it would linger in the host under the name a retry gives
+/// again.
+fn detach(state: &mut State, indices: &[usize]) {
+    if let Some(live) = &mut state.live {
+        for &index in indices {
+            live.route
+                .push(link::delete(PORT_INDEX_BASE + index as u32), Mode::Change);
+        }
+        let _ = live.route.commit();
+    }
+    for &index in indices.iter().rev() {
+        let member = &mut state.members[index];
+        if let Some(k) = member.interface.take() {
+            member.host.release_interface(k);
+        }
+    }
 }
 
 /// The members a call started (rather than found running), by index.

@@ -17,6 +17,9 @@ pub(crate) use super::zygote::ForkError;
 use super::{raw, zygote};
 use crate::ns::Namespaces;
 
+/// The step that writes an init's uid and gid maps, as errors name it.
+pub(crate) const WRITING_ID_MAPS: &str = "writing the init's uid and gid maps";
+
 /// The descriptor number of its channel to us inside a launched re-execution.
 pub(crate) const LAUNCH_CHANNEL_FD: RawFd = 3;
 
@@ -105,7 +108,7 @@ pub(crate) fn clone_init(
                 Ok(Some((InitReport::Failed { step, errno }, _))) => {
                     ForkError::Setup { step, errno }
                 }
-                _ => ForkError::step("writing the init's uid and gid maps")(error),
+                _ => ForkError::step(WRITING_ID_MAPS)(error),
             })
         }
         Err(error) => return Err(error),

@@ -43,7 +43,7 @@ enum ForkReply {
     CloneFailed { errno: i32 },
     /// The init was forked, but its ids could not be mapped. Its pidfd is attached: it is
     /// the controller's child (CLONE_PARENT), so only the controller can reap it.
-    Unmapped { pid: i32, errno: i32 },
+    Unmapped { errno: i32 },
     /// A step before the clone failed (the zygote's pipe to the init, a missing channel).
     Failed { errno: i32 },
     /// The zygote will not fork at all, for this reason.
@@ -130,7 +130,7 @@ pub(crate) fn fork_init(
             Ok(Some((ForkReply::CloneFailed { errno }, _))) => {
                 return Err(ForkError::Clone(io::Error::from_raw_os_error(errno)));
             }
-            Ok(Some((ForkReply::Unmapped { errno, .. }, fds))) => {
+            Ok(Some((ForkReply::Unmapped { errno }, fds))) => {
                 for pidfd in &fds {
                     kill_and_reap(pidfd);
                 }
@@ -278,8 +278,8 @@ pub(crate) fn run(channel: Channel) -> ! {
             Ok((pid, pidfd)) => channel.send(&ForkReply::Forked { pid }, &[pidfd.as_fd()]),
             Err(Unforked::Before(errno)) => channel.send(&ForkReply::Failed { errno }, &[]),
             Err(Unforked::Clone(errno)) => channel.send(&ForkReply::CloneFailed { errno }, &[]),
-            Err(Unforked::Unmapped { pid, pidfd, errno }) => {
-                channel.send(&ForkReply::Unmapped { pid, errno }, &[pidfd.as_fd()])
+            Err(Unforked::Unmapped { pidfd, errno }) => {
+                channel.send(&ForkReply::Unmapped { errno }, &[pidfd.as_fd()])
             }
         };
         if sent.is_err() {
@@ -296,11 +296,7 @@ enum Unforked {
     /// The clone itself.
     Clone(i32),
     /// After the clone: the child exists and must be reaped by its parent, the controller.
-    Unmapped {
-        pid: i32,
-        pidfd: OwnedFd,
-        errno: i32,
-    },
+    Unmapped { pidfd: OwnedFd, errno: i32 },
 }
 
 /// Forks one init. The zygote is single-threaded, so the child may run Rust: it becomes
@@ -361,7 +357,6 @@ fn fork(
             // Dropping `go_write` unread makes the child exit. It is the controller's child,
             // so the controller reaps it, through the pidfd that goes with the reply.
             Err(error) => Err(Unforked::Unmapped {
-                pid,
                 pidfd,
                 errno: error.raw_os_error().unwrap_or(libc::EIO),
             }),
